@@ -1,0 +1,156 @@
+"""Tiny random-weight Mistral checkpoints built next to real Mistral tokenizer files.
+
+The embedded default model and every end-to-end test use these: the serving path is the real
+one (vLLM loads a ``MistralForCausalLM`` with ``tokenizer_mode="mistral"``), only the weights are
+random. Tokenizer generations that mistral-common does not ship as files (v7/v11/v13 Tekken) are
+derived from its Tekken file by setting the ``version`` and declaring the special tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mistral_common
+
+DATA_DIR = Path(mistral_common.__file__).parent / "data"
+
+# Bump when the files this module writes change, so cached tiny models are rebuilt.
+FORMAT = 2
+
+# name -> (source file in mistral_common/data, tekken version override or None)
+TOKENIZERS: dict[str, tuple[str, str | None]] = {
+    "v3-spm": ("mistral_instruct_tokenizer_240323.model.v3", None),
+    "v7-spm": ("mistral_instruct_tokenizer_241114.model.v7", None),
+    "v3-tekken": ("tekken_240718.json", None),
+    "v7-tekken": ("tekken_240718.json", "v7"),
+    "v11-tekken": ("tekken_240718.json", "v11"),
+    "v13-tekken": ("tekken_240718.json", "v13"),
+}
+
+# Special tokens of released v11+ Tekken files: the 20 legacy ranks, then these.
+_EXTRA_SPECIALS = {
+    "v7": [],
+    "v11": ["[ARGS]", "[CALL_ID]"],
+    "v13": ["[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]"],
+}
+_LEGACY = [
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+    "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+    "[TOOL_CONTENT]",
+]
+# Where the extra tokens sit (mistral-common's own fixtures use 32/33 for [ARGS]/[CALL_ID]).
+_EXTRA_RANK = {"[ARGS]": 32, "[CALL_ID]": 33, "[THINK]": 34, "[/THINK]": 35}
+
+
+def write_tokenizer(kind: str, out_dir: Path) -> Path:
+    """Write the tokenizer file for ``kind`` into ``out_dir`` under the name vLLM looks for."""
+    if kind not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
+    source, version = TOKENIZERS[kind]
+    src = DATA_DIR / source
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not source.endswith(".json"):
+        dest = out_dir / ("tokenizer.model." + source.rsplit(".", 1)[-1])
+        shutil.copyfile(src, dest)
+        return dest
+    data = json.loads(src.read_text())
+    if version is not None:
+        data["config"]["version"] = version
+        ranks = {name: i for i, name in enumerate(_LEGACY)}
+        ranks.update({name: _EXTRA_RANK[name] for name in _EXTRA_SPECIALS[version]})
+        by_rank = {rank: name for name, rank in ranks.items()}
+        # Tekkenizer indexes special tokens by list position: fill the gaps so position == rank.
+        data["special_tokens"] = [
+            {"rank": rank, "token_str": by_rank.get(rank, f"<SPECIAL_{rank}>"), "is_control": True}
+            for rank in range(max(by_rank) + 1)
+        ]
+    dest = out_dir / "tekken.json"
+    dest.write_text(json.dumps(data))
+    return dest
+
+
+def vocab_size_of(tokenizer_file: Path) -> int:
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    return MistralTokenizer.from_file(str(tokenizer_file)).instruct_tokenizer.tokenizer.n_words
+
+
+def build_tiny_model(
+    out_dir: Path,
+    kind: str = "v3-spm",
+    *,
+    hidden_size: int = 256,
+    num_layers: int = 2,
+    head_dim: int = 64,
+    max_position_embeddings: int = 4096,
+    seed: int = 0,
+) -> Path:
+    """Create (once) a random ``MistralForCausalLM`` with the ``kind`` tokenizer in ``out_dir``.
+
+    Returns ``out_dir``. A finished build is marked by ``.complete`` so concurrent or
+    interrupted runs never leave a half-written model that looks valid.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / ".complete").exists():
+        return out_dir
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer_file = write_tokenizer(kind, tmp)
+    vocab = vocab_size_of(tokenizer_file)
+    heads = hidden_size // head_dim
+    config = {
+        "architectures": ["MistralForCausalLM"],
+        "model_type": "mistral",
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+        "head_dim": head_dim,
+        "vocab_size": vocab,
+        "max_position_embeddings": max_position_embeddings,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "sliding_window": None,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen) * 0.02).to(torch.bfloat16)
+
+    kv = config["num_key_value_heads"] * head_dim
+    inter = config["intermediate_size"]
+    tensors = {"model.embed_tokens.weight": rand(vocab, hidden_size),
+               "model.norm.weight": torch.ones(hidden_size, dtype=torch.bfloat16)}
+    for i in range(num_layers):
+        p = f"model.layers.{i}."
+        tensors.update({
+            p + "self_attn.q_proj.weight": rand(heads * head_dim, hidden_size),
+            p + "self_attn.k_proj.weight": rand(kv, hidden_size),
+            p + "self_attn.v_proj.weight": rand(kv, hidden_size),
+            p + "self_attn.o_proj.weight": rand(hidden_size, heads * head_dim),
+            p + "mlp.gate_proj.weight": rand(inter, hidden_size),
+            p + "mlp.up_proj.weight": rand(inter, hidden_size),
+            p + "mlp.down_proj.weight": rand(hidden_size, inter),
+            p + "input_layernorm.weight": torch.ones(hidden_size, dtype=torch.bfloat16),
+            p + "post_attention_layernorm.weight": torch.ones(hidden_size, dtype=torch.bfloat16),
+        })
+    save_file(tensors, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    (tmp / ".complete").write_text(kind + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
