@@ -1,0 +1,54 @@
+"""``python -m server``: settings → model → HTTP up at once → engine loads in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from server.settings import SettingsError, describe, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings, sources, print_config = load_settings(argv)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if print_config:
+        print(describe(settings, sources))
+        return 0
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("server")
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.engine.vllm_engine import VllmEngine
+    from server.model import load_model_info
+    from server.runconfig import engine_config
+    from server.state import ServerState
+
+    try:
+        model = load_model_info(settings)
+        keys = settings.resolved_api_keys()
+        config = engine_config(settings, model)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not keys:
+        log.warning("no API keys configured: every /v1 route is open to anyone who can reach "
+                    "port %d (set MSERVE_API_KEYS or api_key_file)", settings.port)
+    if model.embedded:
+        log.warning("serving the embedded tiny model %r: its weights are random and so is its "
+                    "text; pass --model /path/to/weights for a real model", model.id)
+    state = ServerState(settings=settings, model=model, api_keys=keys)
+    app = create_app(state, lambda: asyncio.to_thread(VllmEngine.start, config))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

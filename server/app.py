@@ -1,0 +1,125 @@
+"""``create_app(state, engine_factory)``: routes, middleware and the one error renderer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import (
+    INTERNAL,
+    APIError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    error_body,
+)
+from server.protocol import validation_error
+from server.routes import chat, health, models
+from server.state import EngineFactory, ServerState
+
+log = logging.getLogger(__name__)
+
+
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(error_body(err), status_code=err.status, headers=err.headers)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes (declared or streamed) with a 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"The request body exceeds the limit of {self.limit} bytes.")
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await error_response(too_large)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _authorized(header: str | None, keys: list[str]) -> bool:
+    if not header or not header.startswith("Bearer "):
+        return False
+    given = header[len("Bearer "):].strip().encode()
+    ok = False
+    for key in keys:  # compare against every key: timing does not tell which one matched
+        ok |= hmac.compare_digest(given, key.encode())
+    return ok
+
+
+def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        loader = asyncio.create_task(state.load(engine_factory))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            await state.shutdown()
+
+    app = FastAPI(title="Mistral chat completions", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.server = state
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(chat.router)
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next: Any) -> Any:
+        if state.api_keys and request.url.path.startswith("/v1"):
+            if not _authorized(request.headers.get("authorization"), state.api_keys):
+                return error_response(Unauthorized(
+                    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."))
+        return await call_next(request)
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, err: APIError) -> JSONResponse:
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(list(err.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            return error_response(NotFound(f"Unknown route: {request.method} {request.url.path}."))
+        if err.status_code == 405:
+            return error_response(MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.url.path}."))
+        return error_response(APIError(str(err.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=err)
+        return error_response(INTERNAL)
+
+    app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
+    return app

@@ -1,0 +1,168 @@
+"""OpenAI request → mistral-common request → validated, normalized prompt token ids.
+
+Tool-call ids: Mistral models need ``^[a-zA-Z0-9]{9}$`` ids. Any id a client sends is mapped
+deterministically (valid ids are kept, others hashed to base62 with collision probing), in both
+the assistant ``tool_calls`` and the ``tool`` messages, so every client id round-trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from mistral_common.exceptions import MistralCommonException
+from mistral_common.protocol.instruct.request import ChatCompletionRequest as MistralRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from server.errors import ContextLengthExceeded, InvalidRequest
+from server.protocol import AssistantMessage, ChatCompletionRequest, Content, ToolMessage
+
+_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def _hashed_id(client_id: str, attempt: int) -> str:
+    digest = int.from_bytes(hashlib.sha256(f"{attempt}:{client_id}".encode()).digest(), "big")
+    chars = []
+    for _ in range(9):
+        digest, rem = divmod(digest, len(_ALPHABET))
+        chars.append(_ALPHABET[rem])
+    return "".join(chars)
+
+
+class ToolIdMap:
+    """Deterministic, collision-free client id → Mistral id mapping for one request."""
+
+    def __init__(self) -> None:
+        self._forward: dict[str, str] = {}
+        self._used: set[str] = set()
+
+    def add(self, client_id: str) -> str:
+        if client_id in self._forward:
+            return self._forward[client_id]
+        attempt = 0
+        mistral_id = client_id if _ID.match(client_id) else _hashed_id(client_id, 0)
+        while mistral_id in self._used:
+            attempt += 1
+            mistral_id = _hashed_id(client_id, attempt)
+        self._forward[client_id] = mistral_id
+        self._used.add(mistral_id)
+        return mistral_id
+
+    def get(self, client_id: str) -> str | None:
+        return self._forward.get(client_id)
+
+
+def text_of(content: Content | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content)
+
+
+def _assistant(msg: AssistantMessage, ids: ToolIdMap, index: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "content": text_of(msg.content) or None}
+    if msg.tool_calls:
+        seen: set[str] = set()
+        calls = []
+        for j, call in enumerate(msg.tool_calls):
+            if call.id in seen:
+                raise InvalidRequest(
+                    f"Duplicate tool call id {call.id!r} in messages[{index}].",
+                    param=f"messages[{index}].tool_calls[{j}].id")
+            seen.add(call.id)
+            calls.append({"id": ids.add(call.id), "type": "function",
+                          "function": {"name": call.function.name,
+                                       "arguments": call.function.arguments or "{}"}})
+        out["tool_calls"] = calls
+    return out
+
+
+def _tool(msg: ToolMessage, ids: ToolIdMap, index: int) -> dict[str, Any]:
+    mistral_id = ids.get(msg.tool_call_id)
+    if mistral_id is None:
+        raise InvalidRequest(
+            f"messages[{index}] has tool_call_id {msg.tool_call_id!r}, which matches no tool "
+            "call of an earlier assistant message.", param=f"messages[{index}].tool_call_id")
+    out = {"role": "tool", "tool_call_id": mistral_id, "content": text_of(msg.content)}
+    if msg.name:
+        out["name"] = msg.name
+    return out
+
+
+def to_openai_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    ids = ToolIdMap()
+    messages: list[dict[str, Any]] = []
+    for i, msg in enumerate(request.messages):
+        if msg.role in ("system", "developer"):
+            messages.append({"role": "system", "content": text_of(msg.content)})
+        elif msg.role == "user":
+            messages.append({"role": "user", "content": text_of(msg.content)})
+        elif msg.role == "assistant":
+            messages.append(_assistant(msg, ids, i))
+        else:
+            messages.append(_tool(msg, ids, i))
+    return messages
+
+
+def _tools(request: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+    if not request.tools:
+        return None
+    return [{"type": "function", "function": {
+        "name": t.function.name,
+        "description": t.function.description or "",
+        "parameters": t.function.parameters or {"type": "object", "properties": {}},
+    }} for t in request.tools]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    token_ids: list[int]
+    continues_assistant: bool
+
+
+class Renderer:
+    """Renders requests with the model's own mistral-common tokenizer."""
+
+    def __init__(self, tokenizer: MistralTokenizer, max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+    def render(self, request: ChatCompletionRequest, *, include_tools: bool) -> Prompt:
+        messages = to_openai_messages(request)
+        last = request.messages[-1]
+        prefix = last.role == "assistant"
+        if prefix and messages[-1].get("tool_calls"):
+            raise InvalidRequest(
+                "The last message is an assistant message with tool calls: add the tool results "
+                "(role 'tool') before asking for the next turn.", param="messages")
+        if prefix and not messages[-1]["content"]:
+            raise InvalidRequest("A final assistant message (a prefix to continue) must have content.",
+                                 param=f"messages[{len(messages) - 1}].content")
+        try:
+            mistral_request = MistralRequest.from_openai(
+                messages=messages,
+                tools=_tools(request) if include_tools else None,
+                continue_final_message=prefix,
+            )
+            tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
+        except (MistralCommonException, ValueError, TypeError, KeyError) as exc:
+            raise InvalidRequest(_clean(exc), param="messages") from None
+        if len(tokens) >= self.max_model_len:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"your messages resulted in {len(tokens)} tokens. Please reduce the length of "
+                "the messages.", param="messages")
+        return Prompt(token_ids=tokens, continues_assistant=prefix)
+
+
+def _clean(exc: Exception) -> str:
+    """mistral-common's validation messages are user-facing; pydantic dumps are not."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "validation error" in text:
+        return "The messages are not a valid conversation for this model."
+    return f"Invalid conversation: {text}"

@@ -1,0 +1,212 @@
+"""Chat completions: validate and render up front, then generate as JSON or as SSE.
+
+All validation (schema, model, rendering, context length, constraints) finishes in ``prepare``,
+before any byte is sent, so every request error is a real 4xx. A client that goes away mid-way
+aborts the engine request (the generator's ``finally``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from parsers.base import OutputParser, ParseOptions
+from server.chat.choice import ChoiceState
+from server.chat.constraints import constraint_for
+from server.chat.output import MessageBuilder, stream_deltas
+from server.chat.render import Renderer
+from server.chat.sampling import Plan, plan_sampling
+from server.chat.tools import plan_tools
+from server.engine.base import CompletionDelta, EngineClient, EngineDead, InvalidConstraint
+from server.errors import APIError, EngineFailure, InvalidRequest, ModelNotFound, error_body
+from server.model import ModelInfo
+from server.protocol import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    request: ChatCompletionRequest
+    request_id: str
+    created: int
+    prompt_ids: list[int]
+    plan: Plan
+    parse_options: ParseOptions
+    calls_only: bool
+
+
+class ChatService:
+    def __init__(self, model: ModelInfo, engine: EngineClient, *, max_logprobs: int, max_n: int,
+                 compact_json: bool) -> None:
+        self.model = model
+        self.engine = engine
+        self.renderer = Renderer(model.tokenizer, engine.max_model_len)
+        self.max_logprobs = max_logprobs
+        self.max_n = max_n
+        self.compact_json = compact_json
+
+    # -- validation ------------------------------------------------------------------
+    def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        if not self.model.accepts(req.model):
+            raise ModelNotFound(f"The model '{req.model}' does not exist. This server serves "
+                                f"'{self.model.id}'.", param="model")
+        tools = plan_tools(req, self.model, compact_json=self.compact_json)
+        prompt = self.renderer.render(req, include_tools=bool(req.tools))
+        constraint = tools.constraint or constraint_for(req, self.model, compact_json=self.compact_json)
+        plan = plan_sampling(
+            req,
+            prompt_len=len(prompt.token_ids),
+            max_model_len=self.engine.max_model_len,
+            vocab_size=self.model.vocab.size,
+            defaults=self.model.defaults,
+            max_logprobs=self.max_logprobs,
+            max_n=self.max_n,
+            constraint=constraint,
+        )
+        options = ParseOptions(tools=tools.parse_tools, reasoning=req.include_reasoning,
+                               parallel_tool_calls=req.parallel_tool_calls)
+        return Prepared(request=req, request_id=f"chatcmpl-{uuid.uuid4().hex}",
+                        created=int(time.time()), prompt_ids=prompt.token_ids, plan=plan,
+                        parse_options=options, calls_only=tools.calls_only)
+
+    def _parser(self, prep: Prepared) -> OutputParser:
+        parser = self.model.parser_cls(self.model.vocab, prep.parse_options)
+        if prep.calls_only:  # the forced output starts inside the call segment
+            parser.feed([self.model.vocab.special_id("[TOOL_CALLS]")])
+        return parser
+
+    def _choices(self, prep: Prepared) -> list[ChoiceState]:
+        return [
+            ChoiceState(i, self._parser(prep), self.model.vocab, stop=prep.plan.stop,
+                        top_logprobs=prep.plan.top_logprobs,
+                        include_reasoning=prep.request.include_reasoning)
+            for i in range(prep.plan.choices)
+        ]
+
+    async def _engine_steps(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
+        """Engine deltas; greedy n>1 runs once and is copied to every choice."""
+        copies = prep.plan.choices if prep.plan.sampling.n == 1 and prep.plan.choices > 1 else 1
+        stream = self.engine.generate(prep.prompt_ids, prep.plan.sampling, prep.request_id)
+        try:
+            async for batch in stream:
+                if copies > 1:
+                    batch = [CompletionDelta(i, d.token_ids, d.logprobs, d.finish_reason)
+                             for d in batch for i in range(copies)]
+                yield batch
+        except InvalidConstraint as exc:
+            raise InvalidRequest(f"Invalid constraint: {exc}", param=_constraint_param(prep.request)) from None
+        except EngineDead:
+            raise EngineFailure("The inference engine failed; the server is restarting.") from None
+        finally:
+            await stream.aclose()
+
+    def _usage(self, prep: Prepared, choices: list[ChoiceState]) -> dict[str, int]:
+        completion = sum(c.completion_tokens for c in choices)
+        prompt = len(prep.prompt_ids)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+    # -- non-streaming -----------------------------------------------------------------
+    async def complete(self, prep: Prepared) -> dict[str, Any]:
+        choices = self._choices(prep)
+        builders = [MessageBuilder(i, prep.plan.top_logprobs is not None) for i in range(len(choices))]
+        finished = False
+        steps = self._engine_steps(prep)
+        try:
+            async for batch in steps:
+                for delta in batch:
+                    builders[delta.index].add(choices[delta.index].push(delta))
+                if _cut_short(choices):
+                    break
+            finished = True
+        finally:
+            await steps.aclose()
+            if _needs_abort(finished, choices):
+                await self.engine.abort(prep.request_id)
+        if any(c.failed for c in choices):
+            raise EngineFailure("The request was aborted by the engine.")
+        return {
+            "id": prep.request_id, "object": "chat.completion", "created": prep.created,
+            "model": self.model.id, "choices": [b.choice() for b in builders],
+            "usage": self._usage(prep, choices),
+        }
+
+    # -- streaming ---------------------------------------------------------------------
+    async def stream(self, prep: Prepared) -> AsyncIterator[str]:
+        choices = self._choices(prep)
+        include_usage = bool(prep.request.stream_options and prep.request.stream_options.include_usage)
+        head = {"id": prep.request_id, "object": "chat.completion.chunk", "created": prep.created,
+                "model": self.model.id}
+
+        def chunk(choice_list: list[dict[str, Any]], usage: Any = None) -> str:
+            body = {**head, "choices": choice_list}
+            if include_usage:
+                body["usage"] = usage
+            return orjson.dumps(body).decode()
+
+        for c in choices:
+            yield chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
+                          "finish_reason": None}])
+        finished = False
+        steps = self._engine_steps(prep)
+        try:
+            async for batch in steps:
+                for delta in batch:
+                    state = choices[delta.index]
+                    if state.done:
+                        continue
+                    step = state.push(delta)
+                    pending = step.logprobs
+                    for d in stream_deltas(step):
+                        item = {"index": state.index, "delta": d, "finish_reason": None}
+                        if pending:
+                            item["logprobs"] = {"content": pending, "refusal": None}
+                            pending = []
+                        yield chunk([item])
+                    if state.failed:
+                        raise EngineFailure("The request was aborted by the engine.")
+                    if step.finish_reason is not None:
+                        item = {"index": state.index, "delta": {}, "finish_reason": step.finish_reason}
+                        if pending:
+                            item["logprobs"] = {"content": pending, "refusal": None}
+                        yield chunk([item])
+                if _cut_short(choices):
+                    break
+            finished = True
+            if include_usage:
+                yield chunk([], self._usage(prep, choices))
+        except APIError as err:
+            log.warning("stream %s failed: %s", prep.request_id, err.message)
+            yield orjson.dumps(error_body(err)).decode()
+        finally:
+            await steps.aclose()
+            if _needs_abort(finished, choices):
+                await self.engine.abort(prep.request_id)
+        yield "[DONE]"
+
+
+def _cut_short(choices: list[ChoiceState]) -> bool:
+    """All choices are done, and a stop string (not the engine) ended at least one."""
+    return all(c.done for c in choices) and any(c.stopped_by_string for c in choices)
+
+
+def _needs_abort(finished: bool, choices: list[ChoiceState]) -> bool:
+    """Whether the engine may still be working on the request when we stop reading it."""
+    if not finished:
+        return True
+    return any(c.stopped_by_string or not c.done for c in choices)
+
+
+def _constraint_param(req: ChatCompletionRequest) -> str:
+    if req.structured_outputs is not None:
+        return "structured_outputs"
+    if req.response_format is not None:
+        return "response_format"
+    return "tools"

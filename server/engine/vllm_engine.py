@@ -1,0 +1,189 @@
+"""The only module that imports vLLM: ``AsyncLLM`` behind the ``EngineClient`` interface.
+
+Prompts go in as token ids (rendered by mistral-common in ``server.chat.render``); tokens come
+back as ids only (``detokenize=False``): our parsers own detokenization, so vLLM's text is never
+used and its detokenizer costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.base import (
+    CompletionDelta,
+    Constraint,
+    EngineDead,
+    InvalidConstraint,
+    SamplingSpec,
+    TokenLogprob,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything vLLM needs to start, decided by ``server.model`` from Settings."""
+
+    model_dir: str
+    served_model_name: str
+    max_model_len: int | None
+    device: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    dtype: str
+    gpu_memory_utilization: float
+    max_num_seqs: int | None
+    enforce_eager: bool
+    max_logprobs: int
+    compact_json: bool
+    structured_backend: str
+    logits_processors: tuple[str, ...]
+    extra: tuple[tuple[str, Any], ...]
+
+
+def _constraint_params(constraint: Constraint) -> Any:
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kwargs: dict[str, Any] = {constraint.kind: constraint.value}
+    if constraint.kind == "json_object":
+        kwargs = {"json_object": True}
+    return StructuredOutputsParams(**kwargs)
+
+
+def to_sampling_params(spec: SamplingSpec) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    optional = {
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "top_k": spec.top_k,
+        "min_p": spec.min_p,
+        "repetition_penalty": spec.repetition_penalty,
+        "presence_penalty": spec.presence_penalty,
+        "frequency_penalty": spec.frequency_penalty,
+        "seed": spec.seed,
+        "logprobs": spec.logprobs,
+        "logit_bias": spec.logit_bias,
+        "extra_args": spec.extra_args,
+    }
+    kwargs = {k: v for k, v in optional.items() if v is not None}
+    if spec.constraint is not None:
+        kwargs["structured_outputs"] = _constraint_params(spec.constraint)
+    return SamplingParams(
+        n=spec.n,
+        max_tokens=spec.max_tokens,
+        min_tokens=spec.min_tokens,
+        ignore_eos=spec.ignore_eos,
+        stop_token_ids=spec.stop_token_ids or None,
+        detokenize=False,
+        skip_special_tokens=False,
+        output_kind=RequestOutputKind.DELTA,
+        **kwargs,
+    )
+
+
+def _logprobs(entries: Any, token_ids: list[int]) -> list[TokenLogprob]:
+    out = []
+    for token_id, entry in zip(token_ids, entries):
+        ranked = sorted(
+            ((tid, lp) for tid, lp in entry.items() if lp.rank is not None and lp.rank > 0),
+            key=lambda item: item[1].rank,
+        )
+        chosen = entry.get(token_id)
+        out.append(TokenLogprob(
+            logprob=max(chosen.logprob, -9999.0) if chosen is not None else -9999.0,
+            top=tuple((tid, max(lp.logprob, -9999.0)) for tid, lp in ranked),
+        ))
+    return out
+
+
+class VllmEngine:
+    """``EngineClient`` over vLLM's ``AsyncLLM`` (CPU build and GPU build alike)."""
+
+    def __init__(self, engine: Any, max_model_len: int) -> None:
+        self._engine = engine
+        self.max_model_len = max_model_len
+
+    @classmethod
+    def start(cls, config: EngineConfig) -> "VllmEngine":
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        extra = dict(config.extra)
+        args = AsyncEngineArgs(
+            model=config.model_dir,
+            served_model_name=[config.served_model_name],
+            tokenizer_mode="mistral",
+            max_model_len=config.max_model_len,
+            tensor_parallel_size=config.tensor_parallel_size,
+            pipeline_parallel_size=config.pipeline_parallel_size,
+            dtype=config.dtype,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            enforce_eager=config.enforce_eager,
+            max_logprobs=config.max_logprobs,
+            logits_processors=list(config.logits_processors) or None,
+            structured_outputs_config=StructuredOutputsConfig(
+                backend=config.structured_backend, disable_any_whitespace=config.compact_json
+            ),
+            **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
+            **extra,
+        )
+        engine = AsyncLLM.from_engine_args(args)
+        return cls(engine, engine.model_config.max_model_len)
+
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
+    ) -> AsyncIterator[list[CompletionDelta]]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            params = to_sampling_params(sampling)
+        except ValueError as exc:
+            raise InvalidConstraint(str(exc)) from None
+        stream = self._engine.generate(
+            {"prompt_token_ids": prompt_token_ids}, params, request_id=request_id
+        )
+        try:
+            async for output in stream:
+                deltas = []
+                for comp in output.outputs:
+                    ids = list(comp.token_ids)
+                    reason = comp.finish_reason
+                    if reason not in (None, "stop", "length"):
+                        reason = "abort"
+                    deltas.append(CompletionDelta(
+                        index=comp.index,
+                        token_ids=ids,
+                        logprobs=_logprobs(comp.logprobs, ids) if comp.logprobs else None,
+                        finish_reason=reason,
+                    ))
+                yield deltas
+        except EngineDeadError as exc:
+            raise EngineDead(str(exc)) from None
+        except ValueError as exc:
+            # Raised while the request is added: structured-output validation and the like.
+            raise InvalidConstraint(str(exc)) from None
+
+    async def abort(self, request_id: str) -> None:
+        await self._engine.abort(request_id)
+
+    async def check_health(self) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            await self._engine.check_health()
+        except EngineDeadError as exc:
+            raise EngineDead(str(exc)) from None
+
+    @property
+    def dead(self) -> bool:
+        return bool(getattr(self._engine, "errored", False))
+
+    async def shutdown(self) -> None:
+        self._engine.shutdown()

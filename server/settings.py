@@ -1,0 +1,202 @@
+"""One typed Settings object, loaded once at startup and passed explicitly.
+
+Sources, lowest to highest precedence: built-in defaults < model preset (``configs/presets``)
+< YAML file (``--config``) < environment (``MSERVE_<KEY>``) < command-line flags (``--key``).
+Every key is a field below; unknown keys are rejected with one clear message each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = ROOT / "configs" / "presets"
+ENV_PREFIX = "MSERVE_"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mistral-serve"
+
+
+class SettingsError(Exception):
+    """Configuration mistakes, one line each, reported before anything starts."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- model ------------------------------------------------------------------
+    preset: str | None = Field(None, description="Model preset name under configs/presets")
+    model: str | None = Field(None, description="Weights directory; empty = embedded tiny model")
+    served_model_name: str | None = Field(None, description="Model id clients send")
+    aliases: list[str] = Field(default_factory=list, description="Extra accepted model ids")
+    tokenizer: str | None = Field(None, description="Tokenizer file; default: found in model dir")
+    tiny_tokenizer: str = Field("v3-spm", description="Tokenizer kind of the embedded tiny model")
+    tool_parser: str | None = Field(None, description="Output parser name; default: by tokenizer")
+    reasoning: Literal["auto", "none", "text_think"] = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    default_sampling: dict[str, Any] = Field(default_factory=dict)
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+    reasoning_system_prompt: str | None = None
+
+    # --- engine -----------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    dtype: str = "auto"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    enforce_eager: bool | None = None
+    max_logprobs: int = Field(20, ge=0)
+    compact_json: bool = Field(True, description="Constrained JSON without free whitespace")
+    logits_processors: list[str] = Field(default_factory=list)
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is")
+    cache_dir: Path = DEFAULT_CACHE
+
+    # --- server -----------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_key_file: Path | None = None
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_n: int = Field(16, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("served_model_name", "model", "tokenizer", "tool_parser", "preset")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    # ------------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model:
+            return self.model.rstrip("/")
+        return "tiny-mistral"
+
+    def resolved_api_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.api_keys if k.get_secret_value()]
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text()
+            except OSError as exc:
+                raise SettingsError(f"api_key_file: cannot read {self.api_key_file}: {exc.strerror}")
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return keys
+
+
+FIELDS = Settings.model_fields
+_LIST_FIELDS = {"aliases", "api_keys", "logits_processors"}
+_DICT_FIELDS = {"default_sampling", "engine_args", "capabilities"}
+
+
+def _parse_env_value(key: str, raw: str) -> Any:
+    if key in _LIST_FIELDS:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if key in _DICT_FIELDS:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise SettingsError(f"{ENV_PREFIX}{key.upper()}: expected a JSON object")
+    return raw
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{what}: {path} is not valid YAML: {exc}")
+    if not isinstance(data, dict):
+        raise SettingsError(f"{what}: {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise SettingsError(f"{what}: unknown setting(s) in {path}: {', '.join(unknown)}")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML settings file")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved settings and where each came from, then exit")
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = field.description or ""
+        if name in _LIST_FIELDS:
+            parser.add_argument(flag, dest=name, action="append", default=None, help=help_text)
+        elif field.annotation in (bool, bool | None):
+            parser.add_argument(flag, dest=name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text)
+    return parser
+
+
+def load_settings(
+    argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[Settings, dict[str, str], bool]:
+    """Resolve settings from every source. Returns (settings, source per key, print_config)."""
+    env = dict(os.environ) if env is None else env
+    args = build_parser().parse_args(argv)
+    cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    for key in _DICT_FIELDS & set(cli):
+        cli[key] = _parse_env_value(key, cli[key])
+    env_values: dict[str, Any] = {}
+    for key in FIELDS:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            env_values[key] = _parse_env_value(key, raw)
+    unknown_env = sorted(
+        k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in FIELDS
+    )
+    if unknown_env:
+        raise SettingsError(f"unknown environment setting(s): {', '.join(unknown_env)}")
+    file_values = _read_yaml(args.config, "--config") if args.config else {}
+
+    preset = cli.get("preset") or env_values.get("preset") or file_values.get("preset")
+    preset_values: dict[str, Any] = {}
+    if preset:
+        path = PRESETS_DIR / f"{preset}.yaml"
+        if not path.exists():
+            raise SettingsError(f"preset: unknown preset {preset!r}; known: {', '.join(preset_names())}")
+        preset_values = _read_yaml(path, "preset")
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    layers = [("preset " + str(preset), preset_values), (f"file {args.config}", file_values),
+              ("env", env_values), ("cli", cli)]
+    for label, values in layers:
+        for key, value in values.items():
+            if key in _DICT_FIELDS and isinstance(merged.get(key), dict) and isinstance(value, dict):
+                value = {**merged[key], **value}
+            merged[key] = value
+            sources[key] = label
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    return settings, sources, args.print_config
+
+
+def describe(settings: Settings, sources: dict[str, str]) -> str:
+    """Human-readable resolved configuration; secrets are masked."""
+    lines = []
+    for key in FIELDS:
+        value = getattr(settings, key)
+        if key == "api_keys":
+            value = [f"<{len(value)} key(s)>"] if value else []
+        lines.append(f"{key:24} = {value!r:50} ({sources.get(key, 'default')})")
+    return "\n".join(lines)

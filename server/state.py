@@ -1,0 +1,74 @@
+"""Server lifecycle: HTTP is up before the engine; readiness follows the engine's phase."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from server.chat.service import ChatService
+from server.engine.base import EngineClient
+from server.errors import Unavailable
+from server.model import ModelInfo
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["loading", "ready", "draining", "failed"]
+EngineFactory = Callable[[], Awaitable[EngineClient]]
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    model: ModelInfo
+    api_keys: list[str]
+    phase: Phase = "loading"
+    engine: EngineClient | None = None
+    service: ChatService | None = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+
+    async def load(self, factory: EngineFactory) -> None:
+        log.info("loading engine for %s", self.model.id)
+        try:
+            engine = await factory()
+        except Exception as exc:  # noqa: BLE001 - reported through readiness and the log
+            log.exception("engine failed to start")
+            self.phase, self.error = "failed", str(exc) or type(exc).__name__
+            return
+        self.engine = engine
+        self.service = ChatService(
+            self.model, engine,
+            max_logprobs=self.settings.max_logprobs,
+            max_n=self.settings.max_n,
+            compact_json=self.settings.compact_json,
+        )
+        self.phase, self.ready_at = "ready", time.time()
+        log.info("engine ready after %.1f s", self.ready_at - self.started_at)
+
+    def require_service(self) -> ChatService:
+        if self.phase == "ready" and self.service is not None:
+            return self.service
+        if self.phase == "loading":
+            raise Unavailable("The model is still loading; retry shortly.", code="model_loading",
+                              headers={"Retry-After": "5"})
+        if self.phase == "draining":
+            raise Unavailable("The server is shutting down; retry on another replica.",
+                              code="server_draining", headers={"Retry-After": "1"})
+        raise Unavailable("The inference engine is not available.", code="engine_unavailable")
+
+    async def shutdown(self) -> None:
+        if self.engine is not None:
+            await self.engine.shutdown()
+
+
+async def wait_loaded(state: ServerState, timeout: float) -> None:
+    """Test helper and startup aid: wait until the engine left the loading phase."""
+    deadline = time.monotonic() + timeout
+    while state.phase == "loading" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
