@@ -142,13 +142,24 @@ UNSUPPORTED_FIELDS = {
     "use_beam_search": "beam search is not supported",
     "prompt_logprobs": "prompt logprobs are not supported",
     "chat_template": "Mistral models are rendered with mistral-common; custom templates are not supported",
-    "guided_json": "use `structured_outputs.json` or `response_format`",
-    "guided_regex": "use `structured_outputs.regex`",
-    "guided_choice": "use `structured_outputs.choice`",
-    "guided_grammar": "use `structured_outputs.grammar`",
-    "guided_decoding_backend": "the backend is a server setting",
-    "guided_whitespace_pattern": "use `structured_outputs.whitespace_pattern`",
+    "guided_whitespace_pattern": "JSON whitespace is a server setting (compact_json)",
 }
+# vLLM's removed guided_* fields (silently ignored by vLLM >= 0.12): honoured here.
+LEGACY_GUIDED = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
+                 "guided_grammar": "grammar"}
+
+
+def _map_legacy_guided(body: dict[str, Any]) -> dict[str, Any]:
+    given = {k: body[k] for k in LEGACY_GUIDED if body.get(k) is not None}
+    if not given:
+        return body
+    if body.get("structured_outputs") is not None:
+        field = next(iter(given))
+        raise InvalidRequest(f"'{field}' cannot be combined with 'structured_outputs'; use only "
+                             "'structured_outputs'.", param=field)
+    body = {k: v for k, v in body.items() if k not in LEGACY_GUIDED}
+    body["structured_outputs"] = {LEGACY_GUIDED[k]: v for k, v in given.items()}
+    return body
 
 
 class ChatCompletionRequest(_Lenient):
@@ -247,6 +258,7 @@ def parse_request(body: Any) -> ChatCompletionRequest:
         if body.get(field) is not None:
             raise InvalidRequest(f"'{field}' is not supported: {hint}.", param=field,
                                  code="unsupported_parameter")
+    body = _map_legacy_guided(body)
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:

@@ -41,6 +41,12 @@ def _from_structured_outputs(req: ChatCompletionRequest, compact: bool) -> Const
         raise InvalidRequest(
             f"'structured_outputs' needs exactly one of {', '.join(_KINDS)}; got {what}.",
             param="structured_outputs")
+    if so.whitespace_pattern is not None or so.disable_additional_properties is not None or (
+            so.disable_any_whitespace is not None and so.disable_any_whitespace != compact):
+        raise InvalidRequest(
+            "JSON whitespace and additional-properties handling are server settings here "
+            f"(compact_json={str(compact).lower()}); drop these structured_outputs options.",
+            param="structured_outputs")
     kind = kinds[0]
     value = given[kind]
     param = f"structured_outputs.{kind}"

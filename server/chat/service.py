@@ -101,11 +101,24 @@ class ChatService:
                              for d in batch for i in range(copies)]
                 yield batch
         except InvalidConstraint as exc:
-            raise InvalidRequest(f"Invalid constraint: {exc}", param=_constraint_param(prep.request)) from None
+            raise InvalidRequest(f"{exc}.", param=_constraint_param(prep.request)) from None
         except EngineDead:
             raise EngineFailure("The inference engine failed; the server is restarting.") from None
         finally:
             await stream.aclose()
+
+    async def _start(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
+        """Engine steps, primed: the request is added and its first step read before any byte
+        goes out, so constraints the engine rejects still become a 400."""
+        steps = self._engine_steps(prep)
+        try:
+            first = await anext(steps)
+        except StopAsyncIteration:
+            first = []
+        except BaseException:
+            await steps.aclose()
+            raise
+        return _prepend(first, steps)
 
     def _usage(self, prep: Prepared, choices: list[ChoiceState]) -> dict[str, int]:
         completion = sum(c.completion_tokens for c in choices)
@@ -118,7 +131,7 @@ class ChatService:
         choices = self._choices(prep)
         builders = [MessageBuilder(i, prep.plan.top_logprobs is not None) for i in range(len(choices))]
         finished = False
-        steps = self._engine_steps(prep)
+        steps = await self._start(prep)
         try:
             async for batch in steps:
                 for delta in batch:
@@ -139,7 +152,11 @@ class ChatService:
         }
 
     # -- streaming ---------------------------------------------------------------------
-    async def stream(self, prep: Prepared) -> AsyncIterator[str]:
+    async def open_stream(self, prep: Prepared) -> AsyncIterator[str]:
+        """Start generating (errors here are real HTTP errors), then hand out the SSE frames."""
+        return self._stream(prep, await self._start(prep))
+
+    async def _stream(self, prep: Prepared, steps: AsyncIterator[list[CompletionDelta]]) -> AsyncIterator[str]:
         choices = self._choices(prep)
         include_usage = bool(prep.request.stream_options and prep.request.stream_options.include_usage)
         head = {"id": prep.request_id, "object": "chat.completion.chunk", "created": prep.created,
@@ -155,7 +172,6 @@ class ChatService:
             yield chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
                           "finish_reason": None}])
         finished = False
-        steps = self._engine_steps(prep)
         try:
             async for batch in steps:
                 for delta in batch:
@@ -190,6 +206,17 @@ class ChatService:
             if _needs_abort(finished, choices):
                 await self.engine.abort(prep.request_id)
         yield "[DONE]"
+
+
+async def _prepend(first: list[CompletionDelta], rest: AsyncIterator[list[CompletionDelta]]
+                   ) -> AsyncIterator[list[CompletionDelta]]:
+    try:
+        if first:
+            yield first
+        async for batch in rest:
+            yield batch
+    finally:
+        await rest.aclose()
 
 
 def _cut_short(choices: list[ChoiceState]) -> bool:

@@ -8,6 +8,7 @@ used and its detokenizer costs nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,19 @@ def _logprobs(entries: Any, token_ids: list[int]) -> list[TokenLogprob]:
     return out
 
 
+_NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
+
+
+def _explain(exc: BaseException) -> str:
+    """vLLM's message plus its cause (e.g. the grammar parser's), minus native log prefixes."""
+    message = str(exc).strip().rstrip(".")
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        detail = _NATIVE_PREFIX.sub("", str(cause).strip().splitlines()[0])
+        message = f"{message}: {detail}"
+    return message
+
+
 class VllmEngine:
     """``EngineClient`` over vLLM's ``AsyncLLM`` (CPU build and GPU build alike)."""
 
@@ -140,12 +154,13 @@ class VllmEngine:
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
     ) -> AsyncIterator[list[CompletionDelta]]:
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
             params = to_sampling_params(sampling)
-        except ValueError as exc:
-            raise InvalidConstraint(str(exc)) from None
+        except (ValueError, VLLMClientError) as exc:
+            raise InvalidConstraint(_explain(exc)) from None
         stream = self._engine.generate(
             {"prompt_token_ids": prompt_token_ids}, params, request_id=request_id
         )
@@ -166,9 +181,9 @@ class VllmEngine:
                 yield deltas
         except EngineDeadError as exc:
             raise EngineDead(str(exc)) from None
-        except ValueError as exc:
+        except (ValueError, VLLMClientError) as exc:
             # Raised while the request is added: structured-output validation and the like.
-            raise InvalidConstraint(str(exc)) from None
+            raise InvalidConstraint(_explain(exc)) from None
 
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)

@@ -40,7 +40,10 @@ async def create_chat_completion(request: Request) -> Response:
     prepared = service.prepare(chat_request)
     headers = {"X-Request-Id": request.headers.get("x-request-id") or prepared.request_id}
     if chat_request.stream:
-        return EventSourceResponse(service.stream(prepared), sep="\n", ping=15, headers=headers)
+        frames = await service.open_stream(prepared)
+        # Streams in flight at SIGTERM may finish within the drain window (uvicorn waits 30 s).
+        return EventSourceResponse(frames, sep="\n", ping=15, headers=headers,
+                                   shutdown_grace_period=25)
     work = asyncio.ensure_future(service.complete(prepared))
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
