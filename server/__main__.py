@@ -8,6 +8,8 @@ import sys
 
 from server.settings import SettingsError, describe, load_settings
 
+DRAIN_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM
+
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -45,9 +47,20 @@ def main(argv: list[str] | None = None) -> int:
                     "text; pass --model /path/to/weights for a real model", model.id)
     state = ServerState(settings=settings, model=model, api_keys=keys)
     app = create_app(state, lambda: asyncio.to_thread(VllmEngine.start, config))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=DRAIN_SECONDS))
+    exit_code = 0
+
+    def on_fatal(reason: str) -> None:
+        nonlocal exit_code
+        log.error("engine failed (%s): exiting so the orchestrator restarts the server", reason)
+        exit_code = 3
+        server.should_exit = True
+
+    state.on_fatal = on_fatal
+    server.run()
+    return exit_code
 
 
 if __name__ == "__main__":

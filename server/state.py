@@ -32,6 +32,7 @@ class ServerState:
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
+    on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
 
     async def load(self, factory: EngineFactory) -> None:
         log.info("loading engine for %s", self.model.id)
@@ -39,7 +40,7 @@ class ServerState:
             engine = await factory()
         except Exception as exc:  # noqa: BLE001 - reported through readiness and the log
             log.exception("engine failed to start")
-            self.phase, self.error = "failed", str(exc) or type(exc).__name__
+            self.fail(str(exc) or type(exc).__name__)
             return
         self.engine = engine
         self.service = ChatService(
@@ -50,6 +51,12 @@ class ServerState:
         )
         self.phase, self.ready_at = "ready", time.time()
         log.info("engine ready after %.1f s", self.ready_at - self.started_at)
+
+    def fail(self, reason: str) -> None:
+        """The engine is gone: readiness fails and the process exits so it is restarted."""
+        self.phase, self.error = "failed", reason
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     def require_service(self) -> ChatService:
         if self.phase == "ready" and self.service is not None:

@@ -30,8 +30,7 @@ async def ready(request: Request) -> JSONResponse:
         try:
             await state.engine.check_health()
         except Exception:  # noqa: BLE001 - any failure means not ready
-            state.phase = "failed"
-            state.error = "engine health check failed"
+            state.fail("engine health check failed")
     code = 200 if state.phase == "ready" else 503
     return JSONResponse({"status": state.phase}, status_code=code)
 

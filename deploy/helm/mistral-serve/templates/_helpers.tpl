@@ -1,0 +1,40 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes names allow. */}}
+{{- define "mistral-serve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: the release name if it already contains the chart name. */}}
+{{- define "mistral-serve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mistral-serve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release. */}}
+{{- define "mistral-serve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mistral-serve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mistral-serve.labels" -}}
+helm.sh/chart: {{ include "mistral-serve.chart" . }}
+{{ include "mistral-serve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Where the optional settings file is mounted. */}}
+{{- define "mistral-serve.configPath" -}}
+/etc/mistral-serve/config/config.yaml
+{{- end }}
