@@ -1,14 +1,19 @@
-"""``python -m server``: settings → model → HTTP up at once → engine loads in the background."""
+"""``python -m server``: settings → model → HTTP up at once → engine loads in the background.
+
+SIGTERM drains: readiness flips to 503, new requests get 503 + Retry-After, in-flight requests
+get ``drain_timeout`` seconds, then the rest end with an error and the process exits 0. A
+second signal exits at once. An engine that fails makes the process exit 3.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+from typing import Any
 
 from server.settings import SettingsError, describe, load_settings
-
-DRAIN_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     if print_config:
         print(describe(settings, sources))
         return 0
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_format == "json":
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's lines go through ours
+    from server.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
 
     import uvicorn
@@ -47,9 +55,24 @@ def main(argv: list[str] | None = None) -> int:
                     "text; pass --model /path/to/weights for a real model", model.id)
     state = ServerState(settings=settings, model=model, api_keys=keys)
     app = create_app(state, lambda: asyncio.to_thread(VllmEngine.start, config))
-    server = uvicorn.Server(uvicorn.Config(
+
+    class DrainingServer(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining or state.phase in ("loading", "failed"):
+                super().handle_exit(sig, frame)  # nothing to drain, or a second signal
+                return
+            self.draining = True
+            asyncio.get_event_loop().create_task(self._drain())
+
+        async def _drain(self) -> None:
+            await state.drain(settings.drain_timeout)
+            self.should_exit = True
+
+    server = DrainingServer(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=DRAIN_SECONDS))
+        access_log=False, log_config=None, timeout_graceful_shutdown=5))
     exit_code = 0
 
     def on_fatal(reason: str) -> None:

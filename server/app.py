@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
+import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +25,7 @@ from server.errors import (
     Unauthorized,
     error_body,
 )
+from server.logs import request_id_var
 from server.protocol import validation_error
 from server.routes import chat, health, models
 from server.state import EngineFactory, ServerState
@@ -91,13 +94,31 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
 
+    access = logging.getLogger("server.access")
+
     @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Any:
-        if state.api_keys and request.url.path.startswith("/v1"):
-            if not _authorized(request.headers.get("authorization"), state.api_keys):
-                return error_response(Unauthorized(
+    async def front_door(request: Request, call_next: Any) -> Any:
+        """Request id (X-Request-Id honoured and returned), API keys, one access-log line."""
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        path = request.url.path
+        try:
+            guarded = path.startswith("/v1") or (path == "/metrics" and not state.settings.metrics_open)
+            if state.api_keys and guarded and not _authorized(
+                    request.headers.get("authorization"), state.api_keys):
+                response = error_response(Unauthorized(
                     "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."))
-        return await call_next(request)
+            else:
+                response = await call_next(request)
+            response.headers["X-Request-Id"] = request_id
+            if path not in ("/health", "/ready", "/metrics"):
+                access.info("%s %s %d", request.method, path, response.status_code, extra={
+                    "method": request.method, "path": path, "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+            return response
+        finally:
+            request_id_var.reset(token)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, err: APIError) -> JSONResponse:

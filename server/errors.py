@@ -10,6 +10,7 @@
     ├── PayloadTooLarge           413 invalid_request_error / payload_too_large
     ├── Overloaded                429 rate_limit_error / rate_limit_exceeded (Retry-After)
     ├── Unavailable               503 server_error / service_unavailable (Retry-After)
+    ├── RequestTimeout            504 server_error / request_timeout
     └── EngineFailure             500 server_error / engine_error
 
 Code raises these; ``error_body`` turns one into the OpenAI envelope
@@ -90,6 +91,12 @@ class Unavailable(APIError):
     status = 503
     type = "server_error"
     default_code = "service_unavailable"
+
+
+class RequestTimeout(APIError):
+    status = 504
+    type = "server_error"
+    default_code = "request_timeout"
 
 
 class EngineFailure(APIError):

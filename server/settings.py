@@ -64,7 +64,16 @@ class Settings(BaseModel):
     api_key_file: Path | None = None
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_n: int = Field(16, ge=1)
+    max_inflight_requests: int | None = Field(
+        None, ge=1, description="Requests admitted at once (running + queued); more get 429")
+    max_queued_requests: int | None = Field(
+        None, ge=0, description="Admitted requests beyond the engine's batch (max_num_seqs); more get 429")
+    request_timeout: float | None = Field(None, gt=0, description="Seconds before a request is aborted")
+    drain_timeout: float = Field(30, ge=0, description="Seconds in-flight requests get after SIGTERM")
+    metrics_open: bool = Field(False, description="Serve /metrics without an API key")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_prompts: bool = Field(False, description="Include prompt text in request logs")
 
     @field_validator("served_model_name", "model", "tokenizer", "tool_parser", "preset")
     @classmethod

@@ -1,14 +1,22 @@
-"""Server lifecycle: HTTP is up before the engine; readiness follows the engine's phase."""
+"""Server lifecycle: HTTP is up before the engine; readiness follows the engine's phase.
+
+    loading ──engine up──▶ ready ──SIGTERM──▶ draining ──in-flight done (or timeout)──▶ exit 0
+       │                     │
+       └──engine fails───────┴──▶ failed ──▶ exit 3 (the orchestrator restarts the pod)
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from server import metrics
+from server.admission import Admission
 from server.chat.service import ChatService
 from server.engine.base import EngineClient
 from server.errors import Unavailable
@@ -33,6 +41,16 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_inflight_requests,
+                                   self.settings.max_queued_requests)
+        self._set_phase("loading")
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        metrics.set_phase(phase)
 
     async def load(self, factory: EngineFactory) -> None:
         log.info("loading engine for %s", self.model.id)
@@ -43,18 +61,29 @@ class ServerState:
             self.fail(str(exc) or type(exc).__name__)
             return
         self.engine = engine
+        self.admission.batch_capacity = getattr(engine, "max_num_seqs", 256)
         self.service = ChatService(
             self.model, engine,
             max_logprobs=self.settings.max_logprobs,
             max_n=self.settings.max_n,
             compact_json=self.settings.compact_json,
+            request_timeout=self.settings.request_timeout,
+            on_engine_dead=self.fail,
         )
-        self.phase, self.ready_at = "ready", time.time()
+        if self.phase == "loading":
+            self._set_phase("ready")
+        # Startup objects (tokenizer tables, vLLM config) never die: keep them out of GC passes.
+        gc.collect()
+        gc.freeze()
+        self.ready_at = time.time()
         log.info("engine ready after %.1f s", self.ready_at - self.started_at)
 
     def fail(self, reason: str) -> None:
         """The engine is gone: readiness fails and the process exits so it is restarted."""
-        self.phase, self.error = "failed", reason
+        if self.phase == "failed":
+            return
+        self._set_phase("failed")
+        self.error = reason
         if self.on_fatal is not None:
             self.on_fatal(reason)
 
@@ -69,13 +98,24 @@ class ServerState:
                               code="server_draining", headers={"Retry-After": "1"})
         raise Unavailable("The inference engine is not available.", code="engine_unavailable")
 
+    async def drain(self, timeout: float) -> None:
+        """Refuse new work, let in-flight requests finish, end the rest with an error."""
+        if self.phase != "failed":
+            self._set_phase("draining")
+        log.info("draining: %d request(s) in flight, up to %.0f s", self.admission.inflight, timeout)
+        if not await self.admission.wait_idle(timeout) and self.service is not None:
+            log.warning("drain timeout: ending %d request(s)", self.admission.inflight)
+            self.service.stop()
+            await self.admission.wait_idle(5)
+        log.info("drained")
+
     async def shutdown(self) -> None:
         if self.engine is not None:
             await self.engine.shutdown()
 
 
 async def wait_loaded(state: ServerState, timeout: float) -> None:
-    """Test helper and startup aid: wait until the engine left the loading phase."""
+    """Wait until the engine left the loading phase."""
     deadline = time.monotonic() + timeout
     while state.phase == "loading" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

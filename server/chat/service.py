@@ -7,10 +7,11 @@ aborts the engine request (the generator's ``finally``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,16 @@ from server.chat.render import Renderer
 from server.chat.sampling import Plan, plan_sampling
 from server.chat.tools import plan_tools
 from server.engine.base import CompletionDelta, EngineClient, EngineDead, InvalidConstraint
-from server.errors import APIError, EngineFailure, InvalidRequest, ModelNotFound, error_body
+from server import metrics
+from server.errors import (
+    APIError,
+    EngineFailure,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    Unavailable,
+    error_body,
+)
 from server.model import ModelInfo
 from server.protocol import ChatCompletionRequest
 
@@ -44,13 +54,21 @@ class Prepared:
 
 class ChatService:
     def __init__(self, model: ModelInfo, engine: EngineClient, *, max_logprobs: int, max_n: int,
-                 compact_json: bool) -> None:
+                 compact_json: bool, request_timeout: float | None = None,
+                 on_engine_dead: Callable[[str], None] | None = None) -> None:
         self.model = model
         self.engine = engine
         self.renderer = Renderer(model.tokenizer, engine.max_model_len)
         self.max_logprobs = max_logprobs
         self.max_n = max_n
         self.compact_json = compact_json
+        self.request_timeout = request_timeout
+        self.on_engine_dead = on_engine_dead
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Drain timeout: requests still generating end at their next step with an error."""
+        self.stopping = True
 
     # -- validation ------------------------------------------------------------------
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
@@ -94,15 +112,32 @@ class ChatService:
         """Engine deltas; greedy n>1 runs once and is copied to every choice."""
         copies = prep.plan.choices if prep.plan.sampling.n == 1 and prep.plan.choices > 1 else 1
         stream = self.engine.generate(prep.prompt_ids, prep.plan.sampling, prep.request_id)
+        deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
         try:
-            async for batch in stream:
+            while True:
+                try:
+                    if deadline is None:
+                        batch = await anext(stream)
+                    else:
+                        batch = await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    metrics.TIMEOUTS.inc()
+                    raise RequestTimeout(f"The request did not finish within {self.request_timeout:g} s "
+                                         "and was aborted.") from None
+                if self.stopping:
+                    raise Unavailable("The server is shutting down; the request was cut short.",
+                                      code="server_draining")
                 if copies > 1:
                     batch = [CompletionDelta(i, d.token_ids, d.logprobs, d.finish_reason)
                              for d in batch for i in range(copies)]
                 yield batch
         except InvalidConstraint as exc:
             raise InvalidRequest(f"{exc}.", param=_constraint_param(prep.request)) from None
-        except EngineDead:
+        except EngineDead as exc:
+            if self.on_engine_dead is not None:
+                self.on_engine_dead(str(exc) or "engine died")
             raise EngineFailure("The inference engine failed; the server is restarting.") from None
         finally:
             await stream.aclose()

@@ -59,6 +59,7 @@ class EngineClient(Protocol):
     """generate / abort / health: all the server asks of an engine."""
 
     max_model_len: int
+    max_num_seqs: int  # requests the engine batches at once; more wait in its queue
 
     def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str

@@ -29,6 +29,7 @@ class FakeEngine:
         self.script = script
         self.eos_id = eos_id
         self.max_model_len = max_model_len
+        self.max_num_seqs = 256
         self.step_delay = step_delay
         self.fail_after = fail_after
         self.aborted: list[str] = []

@@ -119,9 +119,10 @@ def _explain(exc: BaseException) -> str:
 class VllmEngine:
     """``EngineClient`` over vLLM's ``AsyncLLM`` (CPU build and GPU build alike)."""
 
-    def __init__(self, engine: Any, max_model_len: int) -> None:
+    def __init__(self, engine: Any, max_model_len: int, max_num_seqs: int) -> None:
         self._engine = engine
         self.max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs
 
     @classmethod
     def start(cls, config: EngineConfig) -> "VllmEngine":
@@ -148,8 +149,9 @@ class VllmEngine:
             **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
             **extra,
         )
-        engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, engine.model_config.max_model_len)
+        engine = AsyncLLM.from_engine_args(args)  # stats on: vllm:* metrics in the registry
+        return cls(engine, engine.model_config.max_model_len,
+                   engine.vllm_config.scheduler_config.max_num_seqs)
 
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str

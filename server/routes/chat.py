@@ -1,8 +1,10 @@
-"""``POST /v1/chat/completions``: parse, prepare (all validation), then JSON or SSE."""
+"""``POST /v1/chat/completions``: parse, admit, prepare (all validation), then JSON or SSE."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -10,10 +12,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
+from server import metrics
+from server.admission import Admission
 from server.errors import InvalidRequest
 from server.protocol import parse_request
 
 router = APIRouter()
+log = logging.getLogger("server.requests")
 
 
 async def _read_json(request: Request) -> Any:
@@ -31,26 +36,49 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
+async def _released(frames: AsyncIterator[str], admission: Admission) -> AsyncIterator[str]:
+    """Hold the admission slot for as long as the stream runs; count clients that leave."""
+    finished = False
+    try:
+        async for frame in frames:
+            yield frame
+        finished = True
+    finally:
+        if not finished:
+            metrics.DISCONNECTS.inc()
+        admission.release()
+
+
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     state = request.app.state.server
     body = await _read_json(request)
-    chat_request = parse_request(body)
     service = state.require_service()
-    prepared = service.prepare(chat_request)
-    headers = {"X-Request-Id": request.headers.get("x-request-id") or prepared.request_id}
+    state.admission.admit()  # 429 before any tokenisation
+    try:
+        chat_request = parse_request(body)
+        prepared = service.prepare(chat_request)
+        if chat_request.stream:
+            frames = await service.open_stream(prepared)
+    except BaseException:
+        state.admission.release()
+        raise
     if chat_request.stream:
-        frames = await service.open_stream(prepared)
-        # Streams in flight at SIGTERM may finish within the drain window (uvicorn waits 30 s).
-        return EventSourceResponse(frames, sep="\n", ping=15, headers=headers,
-                                   shutdown_grace_period=25)
+        # Streams in flight at SIGTERM may finish within the drain window.
+        return EventSourceResponse(_released(frames, state.admission), sep="\n", ping=15,
+                                   shutdown_grace_period=state.settings.drain_timeout)
     work = asyncio.ensure_future(service.complete(prepared))
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        left = not work.done()
+        if left:  # the client went away: cancelling aborts the engine request
+            work.cancel()
+            metrics.DISCONNECTS.inc()
+            await asyncio.wait({work})
     finally:
         watcher.cancel()
-    if not work.done():  # the client went away: cancelling aborts the engine request
-        work.cancel()
+        state.admission.release()
+    if left:
         return Response(status_code=499)
-    return JSONResponse(work.result(), headers=headers)
+    return JSONResponse(work.result())

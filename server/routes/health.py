@@ -1,12 +1,13 @@
-"""Liveness, readiness and status: no API key needed (probes and load balancers call them)."""
+"""Liveness, readiness, status and metrics (probes and scrapers call these)."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from server import metrics
 from server.state import ServerState
 
 router = APIRouter()
@@ -18,13 +19,13 @@ def _state(request: Request) -> ServerState:
 
 @router.get("/health")
 async def health() -> JSONResponse:
-    """Liveness: the process answers HTTP."""
+    """Liveness: the process answers HTTP (it exits by itself when the engine dies)."""
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: 200 only when the engine is loaded and healthy."""
+    """Readiness: 200 only when the engine is loaded, healthy and the server is not draining."""
     state = _state(request)
     if state.phase == "ready" and state.engine is not None:
         try:
@@ -32,11 +33,13 @@ async def ready(request: Request) -> JSONResponse:
         except Exception:  # noqa: BLE001 - any failure means not ready
             state.fail("engine health check failed")
     code = 200 if state.phase == "ready" else 503
-    return JSONResponse({"status": state.phase}, status_code=code)
+    headers = {} if code == 200 else {"Retry-After": "5"}
+    return JSONResponse({"status": state.phase}, status_code=code, headers=headers)
 
 
 @router.get("/status")
 async def status(request: Request) -> JSONResponse:
+    """Startup progress and load: phase, timings, in-flight requests."""
     state = _state(request)
     now = time.time()
     return JSONResponse({
@@ -44,5 +47,13 @@ async def status(request: Request) -> JSONResponse:
         "model": state.model.id,
         "uptime_s": round(now - state.started_at, 1),
         "load_time_s": round(state.ready_at - state.started_at, 1) if state.ready_at else None,
+        "loading_for_s": round(now - state.started_at, 1) if state.phase == "loading" else None,
+        "inflight_requests": state.admission.inflight,
         "error": state.error,
     })
+
+
+@router.get("/metrics")
+async def prometheus() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

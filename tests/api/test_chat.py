@@ -203,6 +203,8 @@ def test_mid_stream_engine_failure_is_an_error_event_then_done(v3):
         assert events[-1] == "[DONE]"
         err = events[-2]
         assert_valid("ErrorResponse", err)
-        ok = client.post("/v1/chat/completions", json=BASIC)
-    assert ok.status_code == 500  # the fake stays failed: still an envelope, never a crash
-    assert_valid("ErrorResponse", ok.json())
+        after = client.post("/v1/chat/completions", json=BASIC)
+        ready = client.get("/ready")
+    # A dead engine fails readiness and refuses work (the real process also exits to restart).
+    assert after.status_code == 503 and ready.status_code == 503
+    assert_valid("ErrorResponse", after.json())

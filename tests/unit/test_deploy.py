@@ -56,10 +56,10 @@ def base_objects() -> list[dict[str, Any]]:
 
 
 def server_drain_seconds() -> int:
-    """The server's drain window: uvicorn's graceful-shutdown timeout in server/__main__.py."""
-    from server.__main__ import DRAIN_SECONDS
+    """The server's default drain window (Settings.drain_timeout), plus uvicorn's socket close."""
+    from server.settings import Settings
 
-    return DRAIN_SECONDS
+    return int(Settings.model_fields["drain_timeout"].default) + 5
 
 
 @pytest.fixture(scope="module")

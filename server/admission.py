@@ -1,0 +1,49 @@
+"""Admission control before any tokenisation, and the in-flight count that drain waits on."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from server import metrics
+from server.errors import Overloaded
+
+
+@dataclass
+class Admission:
+    max_inflight: int | None = None
+    max_queued: int | None = None
+    batch_capacity: int = 256  # the engine's max_num_seqs: admitted requests beyond it queue
+    inflight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def admit(self) -> None:
+        """Take a slot or raise a 429 with Retry-After."""
+        reason = None
+        if self.max_inflight is not None and self.inflight >= self.max_inflight:
+            reason = "inflight"
+        elif self.max_queued is not None and self.inflight - self.batch_capacity >= self.max_queued:
+            reason = "queue"
+        if reason is not None:
+            metrics.ADMISSION_REJECTED.labels(reason=reason).inc()
+            raise Overloaded("The server is at capacity; retry shortly.", headers={"Retry-After": "1"})
+        self.inflight += 1
+        self._idle.clear()
+        metrics.INFLIGHT.set(self.inflight)
+
+    def release(self) -> None:
+        self.inflight -= 1
+        metrics.INFLIGHT.set(self.inflight)
+        if self.inflight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True if every admitted request finished within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
