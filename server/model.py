@@ -6,6 +6,7 @@ tokenizer path or parser name fails fast with one clear message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,9 +34,33 @@ class ModelInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, bool] = field(default_factory=dict)
     embedded: bool = False
+    reasoning_system_prompt: str | None = None
+    max_context_length: int | None = None  # the setting, else the checkpoint's own (None: unknown)
 
     def accepts(self, name: str | None) -> bool:
         return name is None or name == self.id or name in self.aliases
+
+    @property
+    def reasoning(self) -> bool:
+        """A reasoning model: as its preset says, else when its parser splits reasoning out."""
+        if "reasoning" in self.capabilities:
+            return self.capabilities["reasoning"]
+        return self.parser_name in REASONING_PARSERS
+
+
+REASONING_PARSERS = ("mistral_v13", "magistral_text_think")
+
+
+def checkpoint_context_length(model_dir: Path) -> int | None:
+    """The context length the checkpoint declares (params.json or config.json), if any."""
+    for name, key in (("params.json", "max_seq_len"), ("config.json", "max_position_embeddings")):
+        try:
+            value = json.loads((model_dir / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def find_tokenizer_file(model_dir: Path) -> Path:
@@ -91,4 +116,6 @@ def load_model_info(settings: Settings) -> ModelInfo:
         defaults=dict(settings.default_sampling),
         capabilities=dict(settings.capabilities),
         embedded=embedded,
+        reasoning_system_prompt=settings.reasoning_system_prompt,
+        max_context_length=settings.max_model_len or checkpoint_context_length(model_dir),
     )

@@ -3,13 +3,30 @@
 Strictness policy, decided once here: unknown top-level fields are accepted and ignored (clients
 send platform extras through ``extra_body``); fields we know but do not support are rejected with
 a 400 that names them; ranges follow OpenAI's documented limits.
+
+Mistral API fields (what the ``mistralai`` SDK and LangChain's ``ChatMistralAI`` send) are accepted
+next to OpenAI's with Mistral's meaning: ``random_seed`` (= ``seed``), ``safe_prompt``,
+``prompt_mode``, ``reasoning_effort``, ``tool_choice: "any"`` (= ``"required"``), assistant
+``prefix``, ``thinking`` content chunks in assistant history, and tool-call ``arguments`` as an
+object. Requests from Mistral's SDK (its User-Agent) get Mistral-shaped output, and streams from
+LangChain's ``ChatMistralAI`` get whole tool calls (see ``server/chat/mistral.py``).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from server.errors import InvalidRequest
 
@@ -29,12 +46,26 @@ class TextPart(_Lenient):
     text: str
 
 
+class ThinkPart(_Lenient):
+    """Mistral's ``thinking`` chunk (assistant history from Mistral's SDK); not re-rendered."""
+
+    type: Literal["thinking"]
+    thinking: list[dict[str, Any]] = Field(default_factory=list)
+
+
 Content = str | Annotated[list[TextPart], Field(min_length=1)]
+AssistantPart = Annotated[TextPart | ThinkPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Lenient):
     name: str = Field(pattern=TOOL_NAME_PATTERN)
     arguments: str = "{}"
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _object_arguments(cls, value: Any) -> Any:
+        """Mistral's API also takes the arguments as a JSON object."""
+        return json.dumps(value) if isinstance(value, dict) else value
 
 
 class ToolCall(_Lenient):
@@ -57,7 +88,7 @@ class UserMessage(_Lenient):
 
 class AssistantMessage(_Lenient):
     role: Literal["assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[AssistantPart] | None = None
     tool_calls: list[ToolCall] | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
@@ -139,6 +170,9 @@ UNSUPPORTED_FIELDS = {
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
+    "guardrails": "guardrails (moderation) are not supported; use 'safe_prompt' for Mistral's "
+                  "safety system prompt",
+    "top_prompt_logprobs": "prompt logprobs are not supported",
     "use_beam_search": "beam search is not supported",
     "prompt_logprobs": "prompt logprobs are not supported",
     "chat_template": "Mistral models are rendered with mistral-common; custom templates are not supported",
@@ -186,7 +220,7 @@ class ChatCompletionRequest(_Lenient):
     min_tokens: int = Field(0, ge=0)
     stop_token_ids: list[int] | None = None
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required", "any"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
@@ -194,19 +228,48 @@ class ChatCompletionRequest(_Lenient):
     vllm_xargs: dict[str, Any] | None = None
     user: str | None = None
     request_id: str | None = Field(None, max_length=128)
+    # Mistral API fields
+    random_seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    safe_prompt: bool = False
+    prompt_mode: Literal["reasoning"] | None = None
+    reasoning_effort: str | None = None
 
     model_config = ConfigDict(extra="allow")
+    _mistral_output: bool = PrivateAttr(False)
+    _whole_tool_calls: bool = PrivateAttr(False)
+
+    @field_validator("tool_choice", mode="after")
+    @classmethod
+    def _any_is_required(cls, value: Any) -> Any:
+        return "required" if value == "any" else value
+
+    @field_validator("safe_prompt", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
 
     @property
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def mistral_output(self) -> bool:
+        """Answer in Mistral's API shape (thinking chunks, whole tool calls): Mistral's SDK."""
+        return self._mistral_output
+
+    @property
+    def whole_tool_calls(self) -> bool:
+        """Stream each tool call in one delta (clients that cannot join argument fragments)."""
+        return self._whole_tool_calls or self._mistral_output
+
 
 def _param(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
+        elif i >= 2 and str(loc[i - 2]).startswith("list[tagged-union["):
+            continue  # the discriminator tag of a content part ("text", "thinking")
         elif part in ("str", "list[TextPart]", "function-after[_schema_present(), ResponseFormat]"):
             continue
         elif part.startswith(("list[", "literal[", "function-")) or part in (
@@ -251,7 +314,42 @@ def validation_error(exc: ValidationError | list[dict[str, Any]]) -> InvalidRequ
     return InvalidRequest(message, param=param or None, code=code)
 
 
-def parse_request(body: Any) -> ChatCompletionRequest:
+MISTRAL_SDK_AGENT = "mistral-client-"  # mistral-client-python/<version>, mistral-client-typescript/…
+
+
+def is_mistral_sdk(headers: Mapping[str, str]) -> bool:
+    return (headers.get("user-agent") or "").lower().startswith(MISTRAL_SDK_AGENT)
+
+
+def is_langchain_mistral_stream(headers: Mapping[str, str]) -> bool:
+    """LangChain's ``ChatMistralAI`` streams through httpx-sse on a bare httpx client.
+
+    It reads each streamed tool-call delta as a whole call (as Mistral's API sends them): an
+    argument fragment without an id becomes a separate call with a random id. Whole calls are
+    valid OpenAI deltas too, so recognising it by these request headers is harmless to others.
+    """
+    return ((headers.get("user-agent") or "").startswith("python-httpx/")
+            and headers.get("cache-control") == "no-store"
+            and headers.get("accept") == "text/event-stream")
+
+
+def _apply_mistral_fields(req: ChatCompletionRequest) -> None:
+    """Mistral's names for OpenAI's fields, checked against each other."""
+    if req.random_seed is not None:
+        if req.seed is not None and req.seed != req.random_seed:
+            raise InvalidRequest(
+                f"'seed' ({req.seed}) and 'random_seed' ({req.random_seed}) are the same setting "
+                "with different values; send one of them.", param="random_seed")
+        req.seed = req.random_seed
+    last = len(req.messages) - 1
+    for i, msg in enumerate(req.messages):
+        if isinstance(msg, AssistantMessage) and msg.prefix and i != last:
+            raise InvalidRequest("Only the last message may be an assistant message with "
+                                 "'prefix': true.", param=f"messages[{i}].prefix")
+
+
+def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> ChatCompletionRequest:
+    """The validated request; ``headers`` (lower-case names) tell which client sent it."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     for field, hint in UNSUPPORTED_FIELDS.items():
@@ -260,6 +358,14 @@ def parse_request(body: Any) -> ChatCompletionRequest:
                                  code="unsupported_parameter")
     body = _map_legacy_guided(body)
     try:
-        return ChatCompletionRequest.model_validate(body)
+        req = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    _apply_mistral_fields(req)
+    headers = headers or {}
+    if is_mistral_sdk(headers):
+        req._mistral_output = True
+        if req.stream and req.stream_options is None:  # Mistral's API always streams usage
+            req.stream_options = StreamOptions(include_usage=True)
+    req._whole_tool_calls = req.stream and is_langchain_mistral_stream(headers)
+    return req

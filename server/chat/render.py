@@ -3,6 +3,15 @@
 Tool-call ids: Mistral models need ``^[a-zA-Z0-9]{9}$`` ids. Any id a client sends is mapped
 deterministically (valid ids are kept, others hashed to base62 with collision probing), in both
 the assistant ``tool_calls`` and the ``tool`` messages, so every client id round-trips.
+
+Mistral API request fields that change the prompt are applied here:
+
+- ``safe_prompt``: Mistral's documented guardrailing system prompt goes first;
+- ``prompt_mode: "reasoning"``: the reasoning system prompt of the model's preset next (400 for
+  models without one), then the client's own system messages;
+- a final assistant message (``prefix: true`` or not) is a prefix the model continues; the answer
+  holds only the continuation (the prefix is not echoed);
+- ``reasoning_effort``: mistral-common's model settings, for tokenizers that have them (v15+).
 """
 
 from __future__ import annotations
@@ -18,7 +27,16 @@ from mistral_common.protocol.instruct.request import ChatCompletionRequest as Mi
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from server.errors import ContextLengthExceeded, InvalidRequest
-from server.protocol import AssistantMessage, ChatCompletionRequest, Content, ToolMessage
+from server.model import ModelInfo
+from server.protocol import AssistantMessage, ChatCompletionRequest, TextPart, ToolMessage
+
+# Mistral's guardrailing system prompt, verbatim (docs.mistral.ai, "Guardrailing": toggling
+# ``safe_prompt`` "will prepend your messages with the following system prompt").
+MISTRAL_SAFE_PROMPT = (
+    "Always assist with care, respect, and truth. Respond with utmost utility yet securely. "
+    "Avoid harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness "
+    "and positivity."
+)
 
 _ID = re.compile(r"^[a-zA-Z0-9]{9}$")
 _ALPHABET = string.ascii_letters + string.digits
@@ -56,12 +74,13 @@ class ToolIdMap:
         return self._forward.get(client_id)
 
 
-def text_of(content: Content | None) -> str:
+def text_of(content: str | list[Any] | None) -> str:
+    """The text of a message; ``thinking`` parts (earlier reasoning) are not part of the prompt."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(part.text for part in content)
+    return "".join(part.text for part in content if isinstance(part, TextPart))
 
 
 def _assistant(msg: AssistantMessage, ids: ToolIdMap, index: int) -> dict[str, Any]:
@@ -128,12 +147,65 @@ class Prompt:
 class Renderer:
     """Renders requests with the model's own mistral-common tokenizer."""
 
-    def __init__(self, tokenizer: MistralTokenizer, max_model_len: int) -> None:
+    def __init__(self, tokenizer: MistralTokenizer, max_model_len: int, *,
+                 model_id: str = "this model", reasoning_model: bool = False,
+                 reasoning_system_prompt: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.model_id = model_id
+        self.reasoning_model = reasoning_model
+        self.reasoning_system_prompt = reasoning_system_prompt
+
+    @classmethod
+    def for_model(cls, model: ModelInfo, max_model_len: int) -> "Renderer":
+        return cls(model.tokenizer, max_model_len, model_id=model.id,
+                   reasoning_model=model.reasoning,
+                   reasoning_system_prompt=model.reasoning_system_prompt)
+
+    def _system_prefix(self, request: ChatCompletionRequest) -> list[str]:
+        """System prompt text the Mistral API fields put before the client's own."""
+        texts = [MISTRAL_SAFE_PROMPT] if request.safe_prompt else []
+        if request.prompt_mode == "reasoning":
+            if not self.reasoning_model:
+                raise InvalidRequest(
+                    f"'prompt_mode': 'reasoning' needs a reasoning model; '{self.model_id}' is not "
+                    "one.", param="prompt_mode")
+            if not self.reasoning_system_prompt:
+                raise InvalidRequest(
+                    f"'prompt_mode': 'reasoning' is not available for '{self.model_id}': its "
+                    "preset sets no reasoning system prompt (reasoning_system_prompt).",
+                    param="prompt_mode")
+            texts.append(self.reasoning_system_prompt)
+        return texts
+
+    def _settings(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        """``reasoning_effort`` as mistral-common model settings (tokenizer v15+ only)."""
+        effort = request.reasoning_effort
+        if effort is None:
+            return {}
+        inner = self.tokenizer.instruct_tokenizer.tokenizer
+        version = inner.version
+        if not version.supports_model_settings:
+            raise InvalidRequest(
+                f"'reasoning_effort' is not supported by '{self.model_id}': its tokenizer "
+                f"({version.value}) has no model settings (v15 and later do).",
+                param="reasoning_effort", code="unsupported_parameter")
+        builder = inner.model_settings_builder
+        field = builder.reasoning_effort if builder is not None else None
+        allowed = [str(getattr(v, "value", v)) for v in field.values] if field is not None else []
+        if not allowed:
+            raise InvalidRequest(f"'reasoning_effort' is not supported by '{self.model_id}'.",
+                                 param="reasoning_effort", code="unsupported_parameter")
+        if effort not in allowed:
+            raise InvalidRequest(
+                f"Invalid value for 'reasoning_effort': {effort!r}; '{self.model_id}' accepts "
+                f"{', '.join(repr(v) for v in allowed)}.", param="reasoning_effort",
+                code="invalid_value")
+        return {"reasoning_effort": effort}
 
     def render(self, request: ChatCompletionRequest, *, include_tools: bool) -> Prompt:
-        messages = to_openai_messages(request)
+        settings = self._settings(request)
+        messages = _with_system_prefix(to_openai_messages(request), self._system_prefix(request))
         last = request.messages[-1]
         prefix = last.role == "assistant"
         if prefix and messages[-1].get("tool_calls"):
@@ -142,12 +214,13 @@ class Renderer:
                 "(role 'tool') before asking for the next turn.", param="messages")
         if prefix and not messages[-1]["content"]:
             raise InvalidRequest("A final assistant message (a prefix to continue) must have content.",
-                                 param=f"messages[{len(messages) - 1}].content")
+                                 param=f"messages[{len(request.messages) - 1}].content")
         try:
             mistral_request = MistralRequest.from_openai(
                 messages=messages,
                 tools=_tools(request) if include_tools else None,
                 continue_final_message=prefix,
+                **settings,
             )
             tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
         except (MistralCommonException, ValueError, TypeError, KeyError) as exc:
@@ -158,6 +231,16 @@ class Renderer:
                 f"your messages resulted in {len(tokens)} tokens. Please reduce the length of "
                 "the messages.", param="messages")
         return Prompt(token_ids=tokens, continues_assistant=prefix)
+
+
+def _with_system_prefix(messages: list[dict[str, Any]], texts: list[str]) -> list[dict[str, Any]]:
+    """One system prompt: the prefix texts, then the client's leading system message if any."""
+    if not texts:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": "\n\n".join([*texts, messages[0]["content"]])},
+                *messages[1:]]
+    return [{"role": "system", "content": "\n\n".join(texts)}, *messages]
 
 
 def _clean(exc: Exception) -> str:

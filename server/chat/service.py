@@ -20,6 +20,7 @@ import orjson
 from parsers.base import OutputParser, ParseOptions
 from server.chat.choice import ChoiceState
 from server.chat.constraints import constraint_for
+from server.chat.mistral import MistralDeltas, mistral_response
 from server.chat.output import MessageBuilder, stream_deltas
 from server.chat.render import Renderer
 from server.chat.sampling import Plan, plan_sampling
@@ -58,7 +59,7 @@ class ChatService:
                  on_engine_dead: Callable[[str], None] | None = None) -> None:
         self.model = model
         self.engine = engine
-        self.renderer = Renderer(model.tokenizer, engine.max_model_len)
+        self.renderer = Renderer.for_model(model, engine.max_model_len)
         self.max_logprobs = max_logprobs
         self.max_n = max_n
         self.compact_json = compact_json
@@ -180,11 +181,12 @@ class ChatService:
                 await self.engine.abort(prep.request_id)
         if any(c.failed for c in choices):
             raise EngineFailure("The request was aborted by the engine.")
-        return {
+        body = {
             "id": prep.request_id, "object": "chat.completion", "created": prep.created,
             "model": self.model.id, "choices": [b.choice() for b in builders],
             "usage": self._usage(prep, choices),
         }
+        return mistral_response(body) if prep.request.mistral_output else body
 
     # -- streaming ---------------------------------------------------------------------
     async def open_stream(self, prep: Prepared) -> AsyncIterator[str]:
@@ -193,6 +195,8 @@ class ChatService:
 
     async def _stream(self, prep: Prepared, steps: AsyncIterator[list[CompletionDelta]]) -> AsyncIterator[str]:
         choices = self._choices(prep)
+        shaper = (MistralDeltas(thinking_chunks=prep.request.mistral_output)
+                  if prep.request.whole_tool_calls else None)
         include_usage = bool(prep.request.stream_options and prep.request.stream_options.include_usage)
         head = {"id": prep.request_id, "object": "chat.completion.chunk", "created": prep.created,
                 "model": self.model.id}
@@ -215,7 +219,10 @@ class ChatService:
                         continue
                     step = state.push(delta)
                     pending = step.logprobs
-                    for d in stream_deltas(step):
+                    deltas = stream_deltas(step)
+                    if shaper is not None:
+                        deltas = shaper.convert(state.index, deltas, finished=step.finish_reason is not None)
+                    for d in deltas:
                         item = {"index": state.index, "delta": d, "finish_reason": None}
                         if pending:
                             item["logprobs"] = {"content": pending, "refusal": None}
