@@ -118,3 +118,27 @@ def test_legacy_guided_fields_are_honoured(server):
     assert choice["message"]["content"] in ("red", "green")
     choice, _ = ask(server, guided_json=ENUM_BOOL, max_tokens=64)
     validate(json.loads(choice["message"]["content"]), ENUM_BOOL)
+
+
+def test_openai_parse_with_pydantic_model(server):
+    """openai's chat.completions.parse() (strict json_schema from a pydantic model) round-trips."""
+    from enum import Enum
+
+    from openai import OpenAI
+    from pydantic import BaseModel
+
+    class Label(str, Enum):
+        spam = "spam"
+        ham = "ham"
+
+    class Triage(BaseModel):
+        label: Label
+        urgent: bool
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    for seed in (1, 2):
+        completion = client.chat.completions.parse(
+            model=model_id(server), response_format=Triage, seed=seed, max_tokens=64,
+            messages=[{"role": "user", "content": "Triage: you won a prize!!!"}])
+        parsed = completion.choices[0].message.parsed
+        assert isinstance(parsed, Triage) and isinstance(parsed.urgent, bool)
