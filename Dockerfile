@@ -26,7 +26,6 @@ RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; 
       "fastapi>=0.115" \
       "uvicorn>=0.30" \
       "pydantic>=2.7" \
-      "sse-starlette>=2.1" \
       "orjson>=3.9" \
       "pyyaml>=6" \
       "jsonschema>=4.20" \

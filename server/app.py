@@ -67,6 +67,53 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class FrontDoor:
+    """Request id (X-Request-Id honoured and returned), API keys, one access-log line.
+
+    Pure ASGI: streamed bodies pass through untouched (no per-chunk re-queueing)."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.log = logging.getLogger("server.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        path = scope["path"]
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            guarded = path.startswith("/v1") or (path == "/metrics" and not self.state.settings.metrics_open)
+            auth = headers.get(b"authorization", b"").decode("latin-1") or None
+            if self.state.api_keys and guarded and not _authorized(auth, self.state.api_keys):
+                response = error_response(Unauthorized(
+                    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."))
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if path not in ("/health", "/ready", "/metrics"):
+                method = scope["method"]
+                self.log.info("%s %s %d", method, path, status, extra={
+                    "method": method, "path": path, "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+            request_id_var.reset(token)
+
+
 def _authorized(header: str | None, keys: list[str]) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
@@ -94,31 +141,7 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
 
-    access = logging.getLogger("server.access")
-
-    @app.middleware("http")
-    async def front_door(request: Request, call_next: Any) -> Any:
-        """Request id (X-Request-Id honoured and returned), API keys, one access-log line."""
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        path = request.url.path
-        try:
-            guarded = path.startswith("/v1") or (path == "/metrics" and not state.settings.metrics_open)
-            if state.api_keys and guarded and not _authorized(
-                    request.headers.get("authorization"), state.api_keys):
-                response = error_response(Unauthorized(
-                    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."))
-            else:
-                response = await call_next(request)
-            response.headers["X-Request-Id"] = request_id
-            if path not in ("/health", "/ready", "/metrics"):
-                access.info("%s %s %d", request.method, path, response.status_code, extra={
-                    "method": request.method, "path": path, "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
-            return response
-        finally:
-            request_id_var.reset(token)
+    app.add_middleware(FrontDoor, state=state)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, err: APIError) -> JSONResponse:

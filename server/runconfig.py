@@ -24,6 +24,9 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
     on_cpu = device == "cpu"
     enforce_eager = settings.enforce_eager if settings.enforce_eager is not None else on_cpu
     max_len = settings.max_model_len or (4096 if model.embedded else None)
+    dtype = settings.dtype
+    if dtype == "auto" and model.embedded and on_cpu:
+        dtype = "float32"  # vLLM would downcast to bf16, slow on CPUs without AVX512-BF16
     return EngineConfig(
         model_dir=str(model.model_dir),
         served_model_name=model.id,
@@ -31,7 +34,7 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
         device=device,
         tensor_parallel_size=settings.tensor_parallel_size,
         pipeline_parallel_size=settings.pipeline_parallel_size,
-        dtype=settings.dtype,
+        dtype=dtype,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         max_num_seqs=settings.max_num_seqs,
         enforce_eager=enforce_eager,

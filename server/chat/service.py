@@ -189,11 +189,12 @@ class ChatService:
         return mistral_response(body) if prep.request.mistral_output else body
 
     # -- streaming ---------------------------------------------------------------------
-    async def open_stream(self, prep: Prepared) -> AsyncIterator[str]:
+    async def open_stream(self, prep: Prepared) -> AsyncIterator[bytes]:
         """Start generating (errors here are real HTTP errors), then hand out the SSE frames."""
         return self._stream(prep, await self._start(prep))
 
-    async def _stream(self, prep: Prepared, steps: AsyncIterator[list[CompletionDelta]]) -> AsyncIterator[str]:
+    async def _stream(self, prep: Prepared, steps: AsyncIterator[list[CompletionDelta]]) -> AsyncIterator[bytes]:
+        """SSE bytes; the frames of one engine step go out together (one write, no waiting)."""
         choices = self._choices(prep)
         shaper = (MistralDeltas(thinking_chunks=prep.request.mistral_output)
                   if prep.request.whole_tool_calls else None)
@@ -201,18 +202,19 @@ class ChatService:
         head = {"id": prep.request_id, "object": "chat.completion.chunk", "created": prep.created,
                 "model": self.model.id}
 
-        def chunk(choice_list: list[dict[str, Any]], usage: Any = None) -> str:
+        def frame(choice_list: list[dict[str, Any]], usage: Any = None) -> bytes:
             body = {**head, "choices": choice_list}
             if include_usage:
                 body["usage"] = usage
-            return orjson.dumps(body).decode()
+            return b"data: " + orjson.dumps(body) + b"\n\n"
 
-        for c in choices:
-            yield chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
-                          "finish_reason": None}])
+        yield b"".join(frame([{"index": c.index, "delta": {"role": "assistant", "content": ""},
+                               "finish_reason": None}]) for c in choices)
         finished = False
         try:
             async for batch in steps:
+                out: list[bytes] = []
+                failed = False
                 for delta in batch:
                     state = choices[delta.index]
                     if state.done:
@@ -227,27 +229,32 @@ class ChatService:
                         if pending:
                             item["logprobs"] = {"content": pending, "refusal": None}
                             pending = []
-                        yield chunk([item])
+                        out.append(frame([item]))
                     if state.failed:
-                        raise EngineFailure("The request was aborted by the engine.")
+                        failed = True
+                        break
                     if step.finish_reason is not None:
                         item = {"index": state.index, "delta": {}, "finish_reason": step.finish_reason}
                         if pending:
                             item["logprobs"] = {"content": pending, "refusal": None}
-                        yield chunk([item])
+                        out.append(frame([item]))
+                if out:
+                    yield b"".join(out)
+                if failed:
+                    raise EngineFailure("The request was aborted by the engine.")
                 if _cut_short(choices):
                     break
             finished = True
             if include_usage:
-                yield chunk([], self._usage(prep, choices))
+                yield frame([], self._usage(prep, choices))
         except APIError as err:
             log.warning("stream %s failed: %s", prep.request_id, err.message)
-            yield orjson.dumps(error_body(err)).decode()
+            yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
         finally:
             await steps.aclose()
             if _needs_abort(finished, choices):
                 await self.engine.abort(prep.request_id)
-        yield "[DONE]"
+        yield b"data: [DONE]\n\n"
 
 
 async def _prepend(first: list[CompletionDelta], rest: AsyncIterator[list[CompletionDelta]]

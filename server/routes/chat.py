@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
 
 from server import metrics
 from server.admission import Admission
 from server.errors import InvalidRequest
 from server.protocol import parse_request
+from server.sse import SSEResponse
 
 router = APIRouter()
 log = logging.getLogger("server.requests")
@@ -36,7 +36,7 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
-async def _released(frames: AsyncIterator[str], admission: Admission) -> AsyncIterator[str]:
+async def _released(frames: AsyncIterator[bytes], admission: Admission) -> AsyncIterator[bytes]:
     """Hold the admission slot for as long as the stream runs; count clients that leave."""
     finished = False
     try:
@@ -64,9 +64,8 @@ async def create_chat_completion(request: Request) -> Response:
         state.admission.release()
         raise
     if chat_request.stream:
-        # Streams in flight at SIGTERM may finish within the drain window.
-        return EventSourceResponse(_released(frames, state.admission), sep="\n", ping=15,
-                                   shutdown_grace_period=state.settings.drain_timeout)
+        # Streams in flight at SIGTERM finish within the drain window (state.drain waits).
+        return SSEResponse(_released(frames, state.admission))  # type: ignore[return-value]
     work = asyncio.ensure_future(service.complete(prepared))
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
