@@ -44,6 +44,15 @@ class Result:
     itl: list[float] = field(default_factory=list)
     rss_mb: float | None = None
 
+    def arrival(self, started: float, previous: float | None) -> float:
+        """Record one output arrival: TTFT for the first of a stream, ITL after. Returns now."""
+        now = time.perf_counter()
+        if previous is None:
+            self.ttft.append(now - started)
+        else:
+            self.itl.append(now - previous)
+        return now
+
     @property
     def tok_s(self) -> float:
         return self.tokens / self.duration
@@ -133,24 +142,16 @@ async def worker(base: str, model: str, max_tokens: int, deadline: float, result
                        "stream": True, "stream_options": {"include_usage": True}}).encode()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     while time.perf_counter() < deadline:
-        start = last = time.perf_counter()
-        first = True
+        start, last = time.perf_counter(), None
         try:
             async for payload in conn.stream(path, body, headers):
                 if payload == b"[DONE]":
                     continue  # the stream ends itself after draining the chunk terminator
-                now = time.perf_counter()
                 if b'"usage":{' in payload and b'"choices":[]' in payload:
                     result.tokens += json.loads(payload)["usage"]["completion_tokens"]
                     continue
-                if b'"content":"' not in payload and b'"reasoning":"' not in payload:
-                    continue
-                if first:
-                    result.ttft.append(now - start)
-                    first = False
-                else:
-                    result.itl.append(now - last)
-                last = now
+                if b'"content":"' in payload or b'"reasoning":"' in payload:
+                    last = result.arrival(start, last)
             result.requests += 1
         except Exception as exc:  # noqa: BLE001 - counted, connection reopened
             result.errors += 1
@@ -274,18 +275,10 @@ async def engine_ceiling(model_dir: Path, concurrencies: list[int], duration: fl
             async def one() -> None:
                 while time.perf_counter() < deadline:
                     spec = SamplingSpec(max_tokens=max_tokens, ignore_eos=True, temperature=1.0)
-                    start_t = last = time.perf_counter()
-                    first = True
+                    start_t, last = time.perf_counter(), None
                     async for batch in engine.generate(prompt, spec, f"bench-{next(counter)}"):
-                        now = time.perf_counter()
-                        for delta in batch:
-                            result.tokens += len(delta.token_ids)
-                        if first:
-                            result.ttft.append(now - start_t)
-                            first = False
-                        else:
-                            result.itl.append(now - last)
-                        last = now
+                        result.tokens += sum(len(delta.token_ids) for delta in batch)
+                        last = result.arrival(start_t, last)
                     result.requests += 1
 
             started = time.perf_counter()

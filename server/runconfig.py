@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 from server.engine.vllm_engine import EngineConfig
 from server.model import ModelInfo
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 
 
 def detect_device() -> str:
     return "cuda" if shutil.which("nvidia-smi") else "cpu"
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None:
+        return len([d for d in mask.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def check_parallelism(settings: Settings, gpus: int) -> None:
+    """tensor x pipeline parallel must fit the visible GPUs (unless vLLM spans several nodes)."""
+    multi_node = settings.engine_args.get("nnodes", 1) > 1 or \
+        settings.engine_args.get("distributed_executor_backend") == "ray"
+    need = settings.tensor_parallel_size * (1 if multi_node else settings.pipeline_parallel_size)
+    if need > gpus:
+        raise SettingsError(
+            f"tensor_parallel_size={settings.tensor_parallel_size} x pipeline_parallel_size="
+            f"{settings.pipeline_parallel_size} needs {need} GPU(s) on this node, but {gpus} "
+            "are visible (check CUDA_VISIBLE_DEVICES and the pod's nvidia.com/gpu limit)")
 
 
 def structured_backend(model: ModelInfo) -> str:
@@ -22,6 +48,8 @@ def structured_backend(model: ModelInfo) -> str:
 def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
     device = detect_device() if settings.device == "auto" else settings.device
     on_cpu = device == "cpu"
+    if not on_cpu:
+        check_parallelism(settings, visible_gpus())
     enforce_eager = settings.enforce_eager if settings.enforce_eager is not None else on_cpu
     max_len = settings.max_model_len or (4096 if model.embedded else None)
     dtype = settings.dtype

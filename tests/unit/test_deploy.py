@@ -480,3 +480,12 @@ def test_lws_service_targets_the_leader() -> None:
 
 def test_lws_service_matches_kubernetes_schema() -> None:
     kubernetes_validate([lws_objects()["Service"]])
+
+
+def test_servicemonitor_scrapes_an_open_metrics_route(tmp_path: Path) -> None:
+    docs = render_chart({"metrics": {"serviceMonitor": {"enabled": True}}}, tmp_path)
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-open" in args  # Prometheus has no API key

@@ -60,3 +60,17 @@ def test_print_config_masks_keys_and_names_sources(tmp_path):
     assert "secret" not in text and "<1 key(s)>" in text
     assert settings.resolved_api_keys() == ["secret-zero", "secret-one", "secret-two"]
     assert "(cli)" in text and "(default)" in text
+
+
+def test_parallelism_is_checked_against_visible_gpus(monkeypatch):
+    from server.runconfig import check_parallelism, visible_gpus
+
+    settings, _, _ = load_settings(["--tensor-parallel-size", "4", "--pipeline-parallel-size", "2"], env={})
+    with pytest.raises(SettingsError, match="needs 8 GPU.*4 are visible"):
+        check_parallelism(settings, 4)
+    check_parallelism(settings, 8)
+    multi, _, _ = load_settings(["--tensor-parallel-size", "4", "--pipeline-parallel-size", "2",
+                                 "--engine-args", '{"nnodes": 2}'], env={})
+    check_parallelism(multi, 4)  # pipeline stages on other nodes
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
+    assert visible_gpus() == 2
