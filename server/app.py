@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import metrics
 from server.errors import (
     INTERNAL,
     APIError,
@@ -106,6 +107,8 @@ class FrontDoor:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            if path == "/v1/chat/completions":
+                metrics.REQUESTS.labels(status=str(status)).inc()
             if path not in ("/health", "/ready", "/metrics"):
                 method = scope["method"]
                 self.log.info("%s %s %d", method, path, status, extra={

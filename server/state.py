@@ -113,9 +113,3 @@ class ServerState:
         if self.engine is not None:
             await self.engine.shutdown()
 
-
-async def wait_loaded(state: ServerState, timeout: float) -> None:
-    """Wait until the engine left the loading phase."""
-    deadline = time.monotonic() + timeout
-    while state.phase == "loading" and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)

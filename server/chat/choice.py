@@ -6,12 +6,14 @@ chunks, the non-streaming path accumulates the same events into one message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from parsers.base import OutputParser
-from parsers.events import ContentDelta, Event, ReasoningDelta
+from parsers.events import ContentDelta, Event, ReasoningDelta, ToolArgsDelta
 from parsers.vocab import Vocab
+from server import metrics
 from server.engine.base import CompletionDelta
 
 
@@ -74,6 +76,7 @@ class ChoiceState:
         self.finish_reason: str | None = None
         self.failed = False
         self.stopped_by_string = False
+        self.call_args: dict[int, list[str]] = {}  # for the end-of-output JSON check only
 
     @property
     def done(self) -> bool:
@@ -105,13 +108,24 @@ class ChoiceState:
             return "abort"
         if engine_reason == "length":
             return "length"
+        self._count_bad_arguments()
         return "tool_calls" if self.parser.tool_calls_count else "stop"
+
+    def _count_bad_arguments(self) -> None:
+        """Finished calls whose arguments are not valid JSON (a model slip, not truncation)."""
+        for parts in self.call_args.values():
+            try:
+                json.loads("".join(parts))
+            except ValueError:
+                metrics.PARSE_FAILURES.inc()
 
     def _filter(self, events: list[Event], step: Step) -> bool:
         """Apply stop strings to content and drop reasoning if not wanted. True when stopped."""
         for event in events:
             if isinstance(event, ReasoningDelta) and not self.include_reasoning:
                 continue
+            if isinstance(event, ToolArgsDelta):
+                self.call_args.setdefault(event.index, []).append(event.text)
             if self.stop is not None:
                 if isinstance(event, ContentDelta):
                     text, hit = self.stop.push(event.text)

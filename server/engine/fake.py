@@ -114,7 +114,3 @@ class FakeEngine:
     async def shutdown(self) -> None:
         return None
 
-
-def echo_script(tokens: list[int]) -> Script:
-    """Every choice produces ``tokens`` (useful when a test only cares about the shape)."""
-    return lambda prompt, sampling, index: list(tokens)

@@ -137,3 +137,21 @@ def test_json_log_lines_carry_request_id():
     entry = json.loads(JsonFormatter().format(record))
     assert entry["request_id"] == "rid-1" and entry["status"] == 200
     assert entry["msg"] == "POST /v1/chat/completions 200"
+
+
+def test_requests_and_bad_tool_arguments_are_counted(tokenizer_dirs):
+    from server import metrics
+
+    directory = tokenizer_dirs["v11-tekken"]
+    inner = tokenizer_for(directory).instruct_tokenizer.tokenizer
+    tokens = ([inner.get_special_token("[TOOL_CALLS]")] + inner.encode("f", bos=False, eos=False)
+              + [inner.get_special_token("[ARGS]")] + inner.encode('{"a": tru', bos=False, eos=False)
+              + [inner.eos_id])
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    bad_before = metrics.PARSE_FAILURES._value.get()
+    ok_before = metrics.REQUESTS.labels(status="200")._value.get()
+    with serve(directory, lambda p, s, i: tokens) as (client, _):
+        r = client.post("/v1/chat/completions", json={**BODY, "tools": tools})
+    assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert metrics.PARSE_FAILURES._value.get() == bad_before + 1
+    assert metrics.REQUESTS.labels(status="200")._value.get() == ok_before + 1
