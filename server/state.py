@@ -61,6 +61,7 @@ class ServerState:
             self.fail(str(exc) or type(exc).__name__)
             return
         self.engine = engine
+        await engine.warm_up()
         self.admission.batch_capacity = getattr(engine, "max_num_seqs", 256)
         self.service = ChatService(
             self.model, engine,

@@ -70,6 +70,9 @@ class EngineClient(Protocol):
     async def check_health(self) -> None:
         """Raise if the engine cannot serve."""
 
+    async def warm_up(self) -> None:
+        """Pay one-time costs (e.g. grammar-backend start-up) before the server reports ready."""
+
     async def shutdown(self) -> None: ...
 
 

@@ -37,6 +37,7 @@ class FakeEngine:
         self.requests: list[tuple[list[int], SamplingSpec, str]] = []
         self.running: set[str] = set()
         self.dead = False
+        self.warmed_up = False
 
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
@@ -106,6 +107,9 @@ class FakeEngine:
     async def abort(self, request_id: str) -> None:
         if request_id not in self.aborted:
             self.aborted.append(request_id)
+
+    async def warm_up(self) -> None:
+        self.warmed_up = True
 
     async def check_health(self) -> None:
         if self.dead:

@@ -187,6 +187,17 @@ class VllmEngine:
             # Raised while the request is added: structured-output validation and the like.
             raise InvalidConstraint(_explain(exc)) from None
 
+    async def warm_up(self) -> None:
+        """One constrained token: the structured-output backend builds its tokenizer tables once
+        per process (frontend and engine core; ~1.5 s for llguidance with Tekken's vocabulary),
+        which would otherwise land on the first constrained request."""
+        spec = SamplingSpec(max_tokens=1, constraint=Constraint("json_object", True))
+        try:
+            async for _ in self.generate([1], spec, "warm-up"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - a slower first request is not worth failing over
+            log.warning("structured-output warm-up failed: %s", exc)
+
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 
 import httpx
 
@@ -155,3 +157,26 @@ def test_requests_and_bad_tool_arguments_are_counted(tokenizer_dirs):
     assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
     assert metrics.PARSE_FAILURES._value.get() == bad_before + 1
     assert metrics.REQUESTS.labels(status="200")._value.get() == ok_before + 1
+
+
+def test_not_ready_until_the_engine_is_warmed_up(tokenizer_dirs):
+    class SlowWarmUp(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__(lambda p, s, i: [])
+            self.go = threading.Event()
+
+        async def warm_up(self) -> None:
+            while not self.go.is_set():
+                await asyncio.sleep(0.01)
+            await super().warm_up()
+
+    engine = SlowWarmUp()
+    with serve(tokenizer_dirs["v3-spm"], engine.script, engine=engine) as (client, _):
+        assert client.get("/ready").status_code == 503
+        assert not engine.warmed_up
+        engine.go.set()
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.02)
+        assert engine.warmed_up
