@@ -17,6 +17,7 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from parsers import default_parser_name, get_parser
 from parsers.base import OutputParser
 from parsers.vocab import Vocab
+from server.chat import schemas
 from server.settings import Settings, SettingsError
 from server.tinymodel import FORMAT as TINY_FORMAT
 from server.tinymodel import TOKENIZERS, build_tiny_model
@@ -81,6 +82,7 @@ def load_tokenizer(path: Path) -> tuple[MistralTokenizer, Vocab]:
         tokenizer = MistralTokenizer.from_file(str(path))
     except Exception as exc:  # noqa: BLE001 - any loader failure is a configuration mistake
         raise SettingsError(f"tokenizer: cannot load {path}: {exc}") from None
+    schemas.remember_tool_checks(tokenizer)
     return tokenizer, Vocab.from_tokenizer(tokenizer)
 
 

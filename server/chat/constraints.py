@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
-
+from server.chat import schemas
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
 from server.model import ModelInfo
@@ -22,10 +21,9 @@ _KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 def _check_schema(schema: Any, param: str) -> None:
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be an object.", param=param)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidRequest(f"Invalid JSON schema: {exc.message}.", param=param) from None
+    problem = schemas.problem(schema)
+    if problem is not None:
+        raise InvalidRequest(f"Invalid JSON schema: {problem}.", param=param)
 
 
 def _from_structured_outputs(req: ChatCompletionRequest, compact: bool) -> Constraint:

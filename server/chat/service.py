@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from parsers.base import OutputParser, ParseOptions
+from server.chat import schemas
 from server.chat.choice import ChoiceState
 from server.chat.constraints import constraint_for
 from server.chat.mistral import MistralDeltas, mistral_response
@@ -72,7 +73,11 @@ class ChatService:
         self.stopping = True
 
     # -- validation ------------------------------------------------------------------
-    def prepare(self, req: ChatCompletionRequest) -> Prepared:
+    async def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        await schemas.precheck(req)  # new JSON schemas are checked off the event loop
+        return self.prepare_now(req)
+
+    def prepare_now(self, req: ChatCompletionRequest) -> Prepared:
         if not self.model.accepts(req.model):
             raise ModelNotFound(f"The model '{req.model}' does not exist. This server serves "
                                 f"'{self.model.id}'.", param="model")

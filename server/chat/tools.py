@@ -18,8 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
-
+from server.chat import schemas
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
 from server.model import ModelInfo
@@ -35,11 +34,10 @@ class ToolPlan:
 
 def _parameters(tool: Tool, index: int) -> dict[str, Any]:
     schema = tool.function.parameters or {"type": "object", "properties": {}}
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidRequest(f"Invalid JSON schema for tool {tool.function.name!r}: {exc.message}.",
-                             param=f"tools[{index}].function.parameters") from None
+    problem = schemas.problem(schema)
+    if problem is not None:
+        raise InvalidRequest(f"Invalid JSON schema for tool {tool.function.name!r}: {problem}.",
+                             param=f"tools[{index}].function.parameters")
     return schema
 
 

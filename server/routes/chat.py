@@ -57,7 +57,7 @@ async def create_chat_completion(request: Request) -> Response:
     state.admission.admit()  # 429 before any tokenisation
     try:
         chat_request = parse_request(body, headers=request.headers)
-        prepared = service.prepare(chat_request)
+        prepared = await service.prepare(chat_request)
         if chat_request.stream:
             frames = await service.open_stream(prepared)
     except BaseException:

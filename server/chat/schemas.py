@@ -1,0 +1,175 @@
+"""JSON-schema checks for response formats, ``structured_outputs.json`` and tool parameters.
+
+Checking a schema against the JSON-Schema meta-schema is pure Python, and clients resend the same
+schemas and tools on every turn. So:
+
+- the 2020-12 meta-schema is checked in one flat piece: its seven vocabulary meta-schemas, joined
+  by ``allOf`` and ``$dynamicRef``, are merged into one schema with plain ``$ref``s (the same
+  verdicts, ~5x faster: 45 ms instead of 240 ms for a 35 KB schema);
+- each outcome (valid, or the reason it is not) is cached under the schema's canonical JSON
+  (keys sorted): a schema seen before costs one serialisation and a dictionary lookup;
+- ``precheck`` runs the checks a request still needs in a worker thread before the request is
+  prepared, so a new big schema never holds the event loop (other requests, ``/health``);
+- mistral-common checks every tool's schema again (Draft 7) each time it encodes a request; its
+  validator is taught to remember the tools that passed (``remember_tool_checks``).
+
+The engine caches its compiled grammars itself (xgrammar's compiler cache; llguidance builds
+matchers lazily), see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema_specifications import REGISTRY
+
+from server.protocol import ChatCompletionRequest
+
+_LIMIT = 1024  # distinct schemas remembered (least recently used go first)
+_outcomes: OrderedDict[bytes, str | None] = OrderedDict()
+
+_DRAFT = "https://json-schema.org/draft/2020-12/"
+_LOCAL_DEF = re.compile(r"^(?:meta/[a-z-]+)?#/\$defs/(\w+)$")
+_HEADER = {"$schema", "$id", "$vocabulary", "$dynamicAnchor", "title", "type", "$comment", "allOf"}
+
+
+def _flat(node: Any) -> Any:
+    """References of a vocabulary meta-schema, rewritten for the merged one."""
+    if isinstance(node, list):
+        return [_flat(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "$dynamicRef" and value == "#meta":  # "any schema": the merged root
+            out["$ref"] = "#"
+        elif key == "$ref":
+            match = _LOCAL_DEF.match(value)
+            if match is None:
+                raise RuntimeError(f"unexpected reference in the 2020-12 meta-schema: {value}")
+            out["$ref"] = f"#/$defs/{match.group(1)}"
+        else:
+            out[key] = _flat(value)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _meta() -> Draft202012Validator:
+    """The 2020-12 meta-schema as one schema: every vocabulary's keywords and $defs side by side."""
+    top = REGISTRY.contents(_DRAFT + "schema")
+    merged: dict[str, Any] = {"type": ["object", "boolean"], "properties": {}, "$defs": {}}
+    for part in [top, *(REGISTRY.contents(_DRAFT + ref["$ref"]) for ref in top["allOf"])]:
+        unknown = set(part) - _HEADER - {"properties", "$defs"}
+        if unknown or part["type"] != ["object", "boolean"]:
+            raise RuntimeError(f"unexpected 2020-12 meta-schema shape: {sorted(unknown)}")
+        for section in ("properties", "$defs"):
+            for name, value in part.get(section, {}).items():
+                if name in merged[section]:
+                    raise RuntimeError(f"2020-12 meta-schemas both define {section}.{name}")
+                merged[section][name] = _flat(value)
+    return Draft202012Validator(merged, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _key(schema: Any) -> bytes | None:
+    try:
+        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None  # not JSON-serialisable: checked every time (and rejected)
+
+
+def _outcome(schema: Any) -> str | None:
+    """None if ``schema`` is a valid JSON schema, otherwise what is wrong with it."""
+    if not isinstance(schema, dict):
+        return "the schema must be a JSON object"
+    error = best_match(_meta().iter_errors(schema))
+    return None if error is None else str(error.message)
+
+
+def _remember(key: bytes, outcome: str | None) -> None:
+    _outcomes[key] = outcome
+    _outcomes.move_to_end(key)
+    while len(_outcomes) > _LIMIT:
+        _outcomes.popitem(last=False)
+
+
+def problem(schema: Any) -> str | None:
+    """What is wrong with ``schema`` (None: nothing), cached."""
+    key = _key(schema)
+    if key is None:
+        return _outcome(schema)
+    if key in _outcomes:
+        _outcomes.move_to_end(key)
+        return _outcomes[key]
+    outcome = _outcome(schema)
+    _remember(key, outcome)
+    return outcome
+
+
+def request_schemas(req: ChatCompletionRequest) -> list[Any]:
+    """Every JSON schema the request carries: response format, structured_outputs.json, tools."""
+    found: list[Any] = []
+    rf = req.response_format
+    if rf is not None and rf.type == "json_schema" and rf.json_schema is not None \
+            and rf.json_schema.schema_ is not None:
+        found.append(rf.json_schema.schema_)
+    so = req.structured_outputs
+    if so is not None and so.json_ is not None:
+        value = so.json_
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                value = None  # reported by the constraint check
+        if value is not None:
+            found.append(value)
+    for tool in req.tools or []:
+        if tool.function.parameters is not None:
+            found.append(tool.function.parameters)
+    return found
+
+
+async def precheck(req: ChatCompletionRequest) -> None:
+    """Check the request's schemas not seen before in a worker thread, caching the outcomes."""
+    todo: dict[bytes, Any] = {}
+    for schema in request_schemas(req):
+        key = _key(schema)
+        if key is not None and key not in _outcomes:
+            todo[key] = schema
+    if not todo:
+        return
+    outcomes = await asyncio.to_thread(lambda: {key: _outcome(s) for key, s in todo.items()})
+    for key, outcome in outcomes.items():  # the cache is only written on the event loop
+        _remember(key, outcome)
+
+
+def remember_tool_checks(tokenizer: Any) -> None:
+    """Make a mistral-common tokenizer check each distinct tool (name + schema) only once.
+
+    Its request validator re-runs jsonschema's Draft 7 meta-schema check on every tool of every
+    request (~2.5 ms for a small tool, far more for big ones, on the event loop). Tools that
+    passed are remembered; anything new or changed is checked exactly as before."""
+    validator = tokenizer._chat_completion_request_validator
+    base = type(validator)
+    passed: OrderedDict[bytes, None] = OrderedDict()
+
+    class RememberingValidator(base):  # type: ignore[misc, valid-type]
+        def _validate_function(self, function: Any) -> None:
+            key = _key([function.name, function.parameters])
+            if key is not None and key in passed:
+                passed.move_to_end(key)
+                return
+            super()._validate_function(function)
+            if key is not None:
+                passed[key] = None
+                while len(passed) > _LIMIT:
+                    passed.popitem(last=False)
+
+    RememberingValidator.__name__ = RememberingValidator.__qualname__ = f"Remembering{base.__name__}"
+    validator.__class__ = RememberingValidator

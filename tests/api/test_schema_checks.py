@@ -1,0 +1,88 @@
+"""JSON schemas are checked once, off the event loop."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from server.chat import schemas
+from tests.api.harness import MODEL, serve, text_tokens
+from tests.conftest import tokenizer_for
+
+BASE = {"model": MODEL, "messages": [{"role": "user", "content": "json please"}]}
+
+
+def fresh_schema() -> dict:
+    """A schema no earlier test has sent (the cache lives as long as the process)."""
+    return {"type": "object", "title": uuid.uuid4().hex,
+            "properties": {"a": {"type": "boolean"}, "b": {"enum": ["x", "y"]}}, "required": ["a"]}
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """Record the thread of every meta-schema check the server makes."""
+    seen: list[str] = []
+    original = schemas._outcome
+
+    def spy(schema):
+        seen.append(threading.current_thread().name)
+        return original(schema)
+
+    monkeypatch.setattr(schemas, "_outcome", spy)
+    return seen
+
+
+def _requests(schema: dict) -> list[dict]:
+    reordered = dict(reversed(list(schema.items())))  # same schema, other key order
+    tool = {"type": "function", "function": {"name": "fill", "parameters": schema}}
+    return [
+        {**BASE, "response_format": {"type": "json_schema", "json_schema": {"name": "f", "schema": schema}}},
+        {**BASE, "structured_outputs": {"json": reordered}},
+        {**BASE, "tools": [tool], "tool_choice": "auto"},
+    ]
+
+
+def test_a_repeated_schema_is_checked_once_and_not_on_the_event_loop(tokenizer_dirs, checks):
+    directory = tokenizer_dirs["v3-spm"]
+    tok = tokenizer_for(directory)
+    schema = fresh_schema()
+    with serve(directory, lambda p, s, i: text_tokens(tok, '{"a":true}')) as (client, fake):
+        for body in _requests(schema) * 2:
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)
+    assert len(checks) == 1, checks  # six requests, one schema, one check
+    assert checks[0] != loop_thread
+    assert [spec.constraint.value for _, spec, _ in fake.requests[:2]] == [schema, dict(reversed(schema.items()))]
+
+
+def test_an_invalid_schema_is_remembered_as_invalid(tokenizer_dirs, checks):
+    bad = {**fresh_schema(), "type": "objekt"}
+    tool = {"type": "function", "function": {"name": "fill", "parameters": bad}}
+    with serve(tokenizer_dirs["v3-spm"], lambda p, s, i: []) as (client, fake):
+        for _ in range(2):
+            r = client.post("/v1/chat/completions", json={
+                **BASE, "response_format": {"type": "json_schema", "json_schema": {"name": "f", "schema": bad}}})
+            assert r.status_code == 400
+            error = r.json()["error"]
+            assert error["param"] == "response_format.json_schema.schema"
+            assert error["message"].startswith("Invalid JSON schema: 'objekt' is not valid under any")
+            r = client.post("/v1/chat/completions", json={**BASE, "tools": [tool]})
+            assert r.status_code == 400
+            assert r.json()["error"]["param"] == "tools[0].function.parameters"
+            assert "Invalid JSON schema for tool 'fill'" in r.json()["error"]["message"]
+    assert len(checks) == 1
+    assert fake.requests == []
+
+
+def test_the_cache_forgets_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(schemas, "_LIMIT", 2)
+    monkeypatch.setattr(schemas, "_outcomes", type(schemas._outcomes)())
+    first, second, third = fresh_schema(), fresh_schema(), fresh_schema()
+    for schema in (first, second, first, third):  # `second` is now the oldest
+        assert schemas.problem(schema) is None
+    kept = {schemas._key(s) for s in (first, third)}
+    assert set(schemas._outcomes) == kept
+

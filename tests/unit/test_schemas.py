@@ -1,0 +1,90 @@
+"""Schema checks: the merged 2020-12 meta-schema agrees with jsonschema; tools are checked once."""
+
+from __future__ import annotations
+
+import pytest
+from jsonschema import Draft7Validator, Draft202012Validator, SchemaError
+from mistral_common.exceptions import InvalidToolSchemaException
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+
+from server.chat import schemas
+from tests.conftest import tokenizer_for
+
+
+def _big() -> dict:
+    inner = {f"f{j}": {"type": "string", "enum": [f"v{j}{k}" for k in range(6)]} for j in range(12)}
+    obj = {"type": "object", "properties": inner, "required": list(inner), "additionalProperties": False}
+    return {"type": "object", "properties": {f"o{i}": obj for i in range(25)}}
+
+
+CASES = [
+    {}, {"type": "object"}, _big(),
+    {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {"type": "string"}}},
+    {"prefixItems": [{"type": "integer"}], "items": False}, {"pattern": "^a+$"},
+    {"anyOf": [{"type": "null"}, {"type": "array", "items": {"enum": [1, "a", None]}}]},
+    {"if": {"minimum": 0}, "then": {"multipleOf": 2}, "else": {"maximum": 10}},
+    {"dependentRequired": {"a": ["b"]}, "dependentSchemas": {"a": {"required": ["c"]}}},
+    {"unevaluatedProperties": False, "contentSchema": {"type": "string"}, "deprecated": True},
+    {"definitions": {"a": {"type": "string"}}, "dependencies": {"a": ["b"]}},
+    {"$id": "https://example.com/s", "$anchor": "root", "format": "email", "const": 3},
+    # invalid
+    {"type": "objekt"}, {"type": ["string", "string"]}, {"properties": 5}, {"items": [1]},
+    {"prefixItems": 5}, {"$defs": {"a": {"type": 3}}}, {"properties": {"a": {"minimum": "x"}}},
+    {"anyOf": []}, {"required": [1]}, {"enum": 3}, {"pattern": "("}, {"minLength": -1},
+    {"multipleOf": 0}, {"$anchor": "1bad"}, {"unevaluatedProperties": 3}, {"contentSchema": 4},
+    {"dependentRequired": {"a": [1]}}, {"deprecated": "yes"}, {"if": 3}, {"not": []}, {"format": 5},
+    {"definitions": {"a": 5}}, {"dependencies": {"a": ["b", 1]}},
+    {"type": "object", "properties": {"deep": {"properties": {"deeper": {"items": {"type": "nope"}}}}}},
+]
+
+
+def _reference(schema) -> str | None:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return exc.message
+    return None
+
+
+@pytest.mark.parametrize("schema", CASES, ids=range(len(CASES)))
+def test_same_verdict_as_jsonschema(schema):
+    expected = _reference(schema)
+    got = schemas._outcome(schema) if isinstance(schema, dict) else _reference(schema)
+    assert (got is None) == (expected is None), (got, expected)
+    if expected is not None and "valid under any" not in expected:  # anyOf: may name the branch
+        assert got == expected
+
+
+def _encode(tokenizer, parameters: dict, name: str = "fill") -> list[int]:
+    request = ChatCompletionRequest(
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[{"type": "function", "function": {"name": name, "parameters": parameters}}])
+    return tokenizer.encode_chat_completion(request).tokens
+
+
+@pytest.mark.parametrize("kind", ["v3-spm", "v11-tekken"])
+def test_mistral_common_checks_each_tool_once(tokenizer_dirs, monkeypatch, kind):
+    tokenizer = tokenizer_for(tokenizer_dirs[kind])
+    plain = _encode(tokenizer, {"type": "object"})  # before any change: the reference tokens
+    schemas.remember_tool_checks(tokenizer)
+    checked: list[dict] = []
+    original = Draft7Validator.check_schema.__func__
+
+    def spy(cls, schema, *args, **kwargs):
+        checked.append(schema)
+        return original(cls, schema, *args, **kwargs)
+
+    monkeypatch.setattr(Draft7Validator, "check_schema", classmethod(spy))
+    params = {"type": "object", "properties": {"a": {"type": "string"}}}
+    first = _encode(tokenizer, params)
+    assert _encode(tokenizer, params) == first
+    _encode(tokenizer, dict(reversed(params.items())))  # same tool, other key order
+    assert len(checked) == 1
+    _encode(tokenizer, params, name="other")  # another name: checked
+    _encode(tokenizer, {**params, "required": ["a"]})  # another schema: checked
+    assert len(checked) == 3
+    assert _encode(tokenizer, {"type": "object"}) == plain  # tokens are unchanged
+    for _ in range(2):  # a bad schema is refused every time, never remembered
+        with pytest.raises(InvalidToolSchemaException):
+            _encode(tokenizer, {"type": "objekt"})
+    assert len(checked) == 6
