@@ -132,7 +132,7 @@ async def measure(base: str, model: str, api_key: str | None) -> list[Phase]:
     auto = [{**plain, "tools": many_tools(tag), "tool_choice": "auto"} for tag in tags]
     forced = [{**body, "tool_choice": "required"} for body in auto]
     phases = [("plain", [plain] * REPEATS), ("schema, first", schema), ("schema, again", schema[-1:] * REPEATS),
-              # the first tools request pays the ~1,500-token prompt; the forced ones reuse its prefix
+              # the first tools request pays the ~2,700-token prompt; the forced ones reuse its prefix
               ("10 tools, auto, first", auto), ("10 tools, required, first", forced),
               ("10 tools, required, again", forced[-1:] * REPEATS)]
     watch = Watch(base, model, headers)
@@ -274,10 +274,10 @@ def main() -> None:
         return
     print(HEADER)
     if args.base_url:
-        for line in rows(args.base_url, args.model, asyncio.run(measure(args.base_url, args.model, args.api_key))):
-            print(line)
-        return
-    lines = run_local(args.tokenizers, args.vllm)
+        lines = rows(args.base_url, args.model, asyncio.run(measure(args.base_url, args.model, args.api_key)))
+        print("\n".join(lines))
+    else:
+        lines = run_local(args.tokenizers, args.vllm)
     if args.write_docs:
         write_docs("bench_grammar", HEADER, lines)
 

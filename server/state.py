@@ -56,12 +56,12 @@ class ServerState:
         log.info("loading engine for %s", self.model.id)
         try:
             engine = await factory()
+            self.engine = engine
+            await engine.warm_up()
         except Exception as exc:  # noqa: BLE001 - reported through readiness and the log
             log.exception("engine failed to start")
             self.fail(str(exc) or type(exc).__name__)
             return
-        self.engine = engine
-        await engine.warm_up()
         self.admission.batch_capacity = getattr(engine, "max_num_seqs", 256)
         self.service = ChatService(
             self.model, engine,

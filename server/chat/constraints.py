@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from server.chat import schemas
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
@@ -50,11 +52,9 @@ def _from_structured_outputs(req: ChatCompletionRequest, compact: bool) -> Const
     param = f"structured_outputs.{kind}"
     if kind == "json":
         if isinstance(value, str):
-            import json
-
             try:
-                value = json.loads(value)
-            except ValueError:
+                value = orjson.loads(value)  # like request bodies: no NaN / Infinity
+            except orjson.JSONDecodeError:
                 raise InvalidRequest("The JSON schema is not valid JSON.", param=param) from None
         _check_schema(value, param)
     elif kind == "regex":

@@ -20,6 +20,8 @@ matchers lazily), see docs/performance.md.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 from collections import OrderedDict
 from functools import lru_cache
@@ -32,12 +34,14 @@ from jsonschema_specifications import REGISTRY
 
 from server.protocol import ChatCompletionRequest
 
+log = logging.getLogger(__name__)
+
 _LIMIT = 1024  # distinct schemas remembered (least recently used go first)
 _outcomes: OrderedDict[bytes, str | None] = OrderedDict()
 
 _DRAFT = "https://json-schema.org/draft/2020-12/"
 _LOCAL_DEF = re.compile(r"^(?:meta/[a-z-]+)?#/\$defs/(\w+)$")
-_HEADER = {"$schema", "$id", "$vocabulary", "$dynamicAnchor", "title", "type", "$comment", "allOf"}
+_HEADER = {"$schema", "$id", "$vocabulary", "$dynamicAnchor", "title", "type", "$comment"}
 
 
 def _flat(node: Any) -> Any:
@@ -48,8 +52,10 @@ def _flat(node: Any) -> Any:
         return node
     out = {}
     for key, value in node.items():
-        if key == "$dynamicRef" and value == "#meta":  # "any schema": the merged root
-            out["$ref"] = "#"
+        if key == "$dynamicRef":
+            if value != "#meta":
+                raise RuntimeError(f"unexpected dynamic reference in the 2020-12 meta-schema: {value}")
+            out["$ref"] = "#"  # "any schema": the merged root
         elif key == "$ref":
             match = _LOCAL_DEF.match(value)
             if match is None:
@@ -61,12 +67,13 @@ def _flat(node: Any) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _meta() -> Draft202012Validator:
-    """The 2020-12 meta-schema as one schema: every vocabulary's keywords and $defs side by side."""
+def meta_validator() -> Draft202012Validator:
+    """The 2020-12 meta-schema as one schema: every vocabulary's keywords and $defs side by side.
+    Built at start-up (``ChatService``), so a changed meta-schema fails there, not per request."""
     top = REGISTRY.contents(_DRAFT + "schema")
     merged: dict[str, Any] = {"type": ["object", "boolean"], "properties": {}, "$defs": {}}
     for part in [top, *(REGISTRY.contents(_DRAFT + ref["$ref"]) for ref in top["allOf"])]:
-        unknown = set(part) - _HEADER - {"properties", "$defs"}
+        unknown = set(part) - _HEADER - {"properties", "$defs"} - ({"allOf"} if part is top else set())
         if unknown or part["type"] != ["object", "boolean"]:
             raise RuntimeError(f"unexpected 2020-12 meta-schema shape: {sorted(unknown)}")
         for section in ("properties", "$defs"):
@@ -78,17 +85,26 @@ def _meta() -> Draft202012Validator:
 
 
 def _key(schema: Any) -> bytes | None:
+    """The schema's canonical JSON (keys sorted); None if it has none (checked every time)."""
     try:
-        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        return None  # not JSON-serialisable: checked every time (and rejected)
+        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # deeper than orjson goes, integers over 64 bits, ...
+        pass
+    try:
+        return json.dumps(schema, sort_keys=True, allow_nan=False, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def _outcome(schema: Any) -> str | None:
     """None if ``schema`` is a valid JSON schema, otherwise what is wrong with it."""
     if not isinstance(schema, dict):
         return "the schema must be a JSON object"
-    error = best_match(_meta().iter_errors(schema))
+    try:
+        error = best_match(meta_validator().iter_errors(schema))
+    except RecursionError:
+        return "the schema is nested too deeply"
     return None if error is None else str(error.message)
 
 
@@ -155,8 +171,12 @@ def remember_tool_checks(tokenizer: Any) -> None:
     Its request validator re-runs jsonschema's Draft 7 meta-schema check on every tool of every
     request (~2.5 ms for a small tool, far more for big ones, on the event loop). Tools that
     passed are remembered; anything new or changed is checked exactly as before."""
-    validator = tokenizer._chat_completion_request_validator
+    validator = getattr(tokenizer, "_chat_completion_request_validator", None)
     base = type(validator)
+    if validator is None or not callable(getattr(base, "_validate_function", None)):
+        log.warning("mistral-common's request validator changed shape; tool schemas are "
+                    "checked on every request")
+        return
     passed: OrderedDict[bytes, None] = OrderedDict()
 
     class RememberingValidator(base):  # type: ignore[misc, valid-type]

@@ -67,6 +67,7 @@ class ChatService:
         self.request_timeout = request_timeout
         self.on_engine_dead = on_engine_dead
         self.stopping = False
+        schemas.meta_validator()  # built now: a problem with it fails start-up, not requests
 
     def stop(self) -> None:
         """Drain timeout: requests still generating end at their next step with an error."""

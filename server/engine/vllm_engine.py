@@ -7,6 +7,7 @@ used and its detokenizer costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -23,6 +24,8 @@ from server.engine.base import (
 )
 
 log = logging.getLogger(__name__)
+
+WARM_UP_TIMEOUT = 120.0  # seconds; a cancelled warm-up request is aborted in the engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +195,18 @@ class VllmEngine:
         per process (frontend and engine core; ~1.5 s for llguidance with Tekken's vocabulary),
         which would otherwise land on the first constrained request."""
         spec = SamplingSpec(max_tokens=1, constraint=Constraint("json_object", True))
-        try:
+
+        async def one_token() -> None:
             async for _ in self.generate([1], spec, "warm-up"):
                 pass
+
+        try:
+            await asyncio.wait_for(one_token(), WARM_UP_TIMEOUT)
+        except EngineDead:
+            raise
         except Exception as exc:  # noqa: BLE001 - a slower first request is not worth failing over
-            log.warning("structured-output warm-up failed: %s", exc)
+            log.warning("structured-output warm-up failed (%s); the first constrained request "
+                        "will pay the backend's set-up", exc or type(exc).__name__)
 
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)

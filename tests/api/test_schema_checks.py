@@ -86,3 +86,12 @@ def test_the_cache_forgets_the_least_recently_used(monkeypatch):
     kept = {schemas._key(s) for s in (first, third)}
     assert set(schemas._outcomes) == kept
 
+
+def test_a_schema_string_with_nan_is_not_json(tokenizer_dirs):
+    with serve(tokenizer_dirs["v3-spm"], lambda p, s, i: []) as (client, fake):
+        r = client.post("/v1/chat/completions", json={
+            **BASE, "structured_outputs": {"json": '{"type": "number", "maximum": NaN}'}})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "structured_outputs.json"
+    assert r.json()["error"]["message"] == "The JSON schema is not valid JSON."
+    assert fake.requests == []
