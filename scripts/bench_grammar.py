@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -44,7 +45,7 @@ FIRSTS = 3  # distinct never-seen schemas / tool sets per first-time phase
 
 
 def big_schema(tag: str, objects: int = 25, fields: int = 12) -> dict:
-    """``objects`` nested objects of ``fields`` enum fields: ~35 KB of schema."""
+    """``objects`` nested objects of ``fields`` enum fields (6 values each): ~44 KB by default."""
     props = {}
     for i in range(objects):
         inner = {f"f{j}": {"type": "string", "enum": [f"{tag}{i}_{j}_{k}" for k in range(6)]}
@@ -225,12 +226,15 @@ async def breakdown(kind: str) -> list[str]:
     try:
         for _ in range(REPEATS):
             await one("plain", plain)
-        for _ in range(FIRSTS):
-            body = {**plain, "response_format": {"type": "json_schema", "json_schema": {
-                "name": "form", "schema": big_schema(uuid.uuid4().hex[:6])}}}
-            await one("schema, first", body)
-            for _ in range(REPEATS):
-                await one("schema, again", body)
+        for objects, fields in ((25, 12), (1, 8)):
+            for _ in range(FIRSTS):
+                schema = big_schema(uuid.uuid4().hex[:6], objects, fields)
+                size = f"{len(json.dumps(schema)) / 1000:.0f} KB"
+                body = {**plain, "response_format": {"type": "json_schema", "json_schema": {
+                    "name": "form", "schema": schema}}}
+                await one(f"{size} schema, first", body)
+                for _ in range(REPEATS):
+                    await one(f"{size} schema, again", body)
     finally:
         await engine.shutdown()
     label = f"{kind} ({config.structured_backend})"
