@@ -36,8 +36,29 @@ from server.protocol import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 
-_LIMIT = 1024  # distinct schemas remembered (least recently used go first)
-_outcomes: OrderedDict[bytes, str | None] = OrderedDict()
+
+class _Recent(OrderedDict):
+    """A bounded memory: past ``limit`` entries, the least recently used go first."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def recall(self, key: bytes) -> bool:
+        """Whether ``key`` is remembered (and now the most recently used)."""
+        if key not in self:
+            return False
+        self.move_to_end(key)
+        return True
+
+    def keep(self, key: bytes, value: Any = None) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+_outcomes = _Recent()  # canonical schema JSON → None (valid) or what is wrong with it
 
 _DRAFT = "https://json-schema.org/draft/2020-12/"
 _LOCAL_DEF = re.compile(r"^(?:meta/[a-z-]+)?#/\$defs/(\w+)$")
@@ -108,23 +129,15 @@ def _outcome(schema: Any) -> str | None:
     return None if error is None else str(error.message)
 
 
-def _remember(key: bytes, outcome: str | None) -> None:
-    _outcomes[key] = outcome
-    _outcomes.move_to_end(key)
-    while len(_outcomes) > _LIMIT:
-        _outcomes.popitem(last=False)
-
-
 def problem(schema: Any) -> str | None:
     """What is wrong with ``schema`` (None: nothing), cached."""
     key = _key(schema)
     if key is None:
         return _outcome(schema)
-    if key in _outcomes:
-        _outcomes.move_to_end(key)
+    if _outcomes.recall(key):
         return _outcomes[key]
     outcome = _outcome(schema)
-    _remember(key, outcome)
+    _outcomes.keep(key, outcome)
     return outcome
 
 
@@ -162,7 +175,7 @@ async def precheck(req: ChatCompletionRequest) -> None:
         return
     outcomes = await asyncio.to_thread(lambda: {key: _outcome(s) for key, s in todo.items()})
     for key, outcome in outcomes.items():  # the cache is only written on the event loop
-        _remember(key, outcome)
+        _outcomes.keep(key, outcome)
 
 
 def remember_tool_checks(tokenizer: Any) -> None:
@@ -177,19 +190,16 @@ def remember_tool_checks(tokenizer: Any) -> None:
         log.warning("mistral-common's request validator changed shape; tool schemas are "
                     "checked on every request")
         return
-    passed: OrderedDict[bytes, None] = OrderedDict()
+    passed = _Recent()
 
     class RememberingValidator(base):  # type: ignore[misc, valid-type]
         def _validate_function(self, function: Any) -> None:
             key = _key([function.name, function.parameters])
-            if key is not None and key in passed:
-                passed.move_to_end(key)
+            if key is not None and passed.recall(key):
                 return
             super()._validate_function(function)
             if key is not None:
-                passed[key] = None
-                while len(passed) > _LIMIT:
-                    passed.popitem(last=False)
+                passed.keep(key)
 
     RememberingValidator.__name__ = RememberingValidator.__qualname__ = f"Remembering{base.__name__}"
     validator.__class__ = RememberingValidator

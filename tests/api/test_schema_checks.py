@@ -78,8 +78,7 @@ def test_an_invalid_schema_is_remembered_as_invalid(tokenizer_dirs, checks):
 
 
 def test_the_cache_forgets_the_least_recently_used(monkeypatch):
-    monkeypatch.setattr(schemas, "_LIMIT", 2)
-    monkeypatch.setattr(schemas, "_outcomes", type(schemas._outcomes)())
+    monkeypatch.setattr(schemas, "_outcomes", schemas._Recent(limit=2))
     first, second, third = fresh_schema(), fresh_schema(), fresh_schema()
     for schema in (first, second, first, third):  # `second` is now the oldest
         assert schemas.problem(schema) is None
