@@ -15,7 +15,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # package already installed, so adding our dependencies can never move them. mistral-common is
 # the one exception: it is left out of the constraints because vLLM 0.32's Mistral grammar code
 # needs exactly 1.12.0 (see pyproject.toml), whatever the image shipped.
-# fastapi, uvicorn, pydantic, pyyaml and jsonschema normally come with vLLM already; then pip
+# fastapi, uvicorn, pydantic, pyyaml, jsonschema, pillow and httpx normally come with vLLM already; then pip
 # keeps the image's versions.
 RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; \
     python3 -m pip freeze --all \
@@ -29,6 +29,8 @@ RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; 
       "orjson>=3.9" \
       "pyyaml>=6" \
       "jsonschema>=4.20" \
+      "pillow>=10" \
+      "httpx>=0.27" \
     && rm /tmp/image-constraints.txt
 
 # The project itself. It is installed in editable mode on purpose: the server finds its model

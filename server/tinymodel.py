@@ -17,7 +17,7 @@ import mistral_common
 DATA_DIR = Path(mistral_common.__file__).parent / "data"
 
 # Bump when the files this module writes change, so cached tiny models are rebuilt.
-FORMAT = 3
+FORMAT = 4
 
 # name -> (source file in mistral_common/data, tekken version override or None)
 TOKENIZERS: dict[str, tuple[str, str | None]] = {
@@ -45,8 +45,17 @@ _LEGACY = [
 _EXTRA_RANK = {"[ARGS]": 32, "[CALL_ID]": 33, "[THINK]": 34, "[/THINK]": 35}
 
 
-def write_tokenizer(kind: str, out_dir: Path) -> Path:
-    """Write the tokenizer file for ``kind`` into ``out_dir`` under the name vLLM looks for."""
+# Tiny vision models: Tekken generations that released Mistral vision models use.
+VISION_KINDS = ("v7-tekken", "v11-tekken", "v13-tekken")
+# The ``image`` section of the tiny vision tokenizer: 8-pixel patches merged 2x2, images scaled
+# down to at most 64 px, so an image is a grid of at most 4x4 [IMG] tokens.
+TINY_IMAGE = {"image_patch_size": 8, "max_image_size": 64, "spatial_merge_size": 2}
+
+
+def write_tokenizer(kind: str, out_dir: Path, *, image: dict | None = None) -> Path:
+    """Write the tokenizer file for ``kind`` into ``out_dir`` under the name vLLM looks for.
+
+    ``image``: an ``image`` section (Tekken only), which makes mistral-common render images."""
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
     source, version = TOKENIZERS[kind]
@@ -67,6 +76,8 @@ def write_tokenizer(kind: str, out_dir: Path) -> Path:
             {"rank": rank, "token_str": by_rank.get(rank, f"<SPECIAL_{rank}>"), "is_control": True}
             for rank in range(max(by_rank) + 1)
         ]
+    if image is not None:
+        data["image"] = dict(image)
     dest = out_dir / "tekken.json"
     dest.write_text(json.dumps(data))
     return dest
@@ -87,9 +98,11 @@ def build_tiny_model(
     head_dim: int = 64,
     max_position_embeddings: int = 4096,
     seed: int = 0,
+    vision: bool = False,
 ) -> Path:
     """Create (once) a random ``MistralForCausalLM`` with the ``kind`` tokenizer in ``out_dir``.
 
+    ``vision``: a Pixtral-format checkpoint instead (see ``_write_pixtral``).
     Returns ``out_dir``. A finished build is marked by ``.complete`` so concurrent or
     interrupted runs never leave a half-written model that looks valid.
     """
@@ -101,6 +114,13 @@ def build_tiny_model(
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    if vision:
+        if kind not in VISION_KINDS:
+            raise ValueError(f"tiny vision models use a Tekken tokenizer of {', '.join(VISION_KINDS)}; "
+                             f"not {kind!r}")
+        _write_pixtral(tmp, kind, hidden_size=hidden_size, num_layers=num_layers,
+                       head_dim=head_dim, max_position_embeddings=max_position_embeddings, seed=seed)
+        return _finish(tmp, out_dir, kind + " vision")
     tokenizer_file = write_tokenizer(kind, tmp)
     vocab = vocab_size_of(tokenizer_file)
     heads = hidden_size // head_dim
@@ -149,8 +169,96 @@ def build_tiny_model(
     save_file(tensors, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
-    (tmp / ".complete").write_text(kind + "\n")
+    return _finish(tmp, out_dir, kind)
+
+
+def _finish(tmp: Path, out_dir: Path, label: str) -> Path:
+    (tmp / ".complete").write_text(label + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+def _write_pixtral(out: Path, kind: str, *, hidden_size: int, num_layers: int, head_dim: int,
+                   max_position_embeddings: int, seed: int) -> None:
+    """A random Pixtral-format checkpoint, laid out as Mistral publishes its vision models.
+
+    ``params.json`` with a ``vision_encoder`` section, ``consolidated.safetensors`` with Mistral's
+    weight names and ``tekken.json`` with an ``image`` section: vLLM serves it as
+    ``PixtralForConditionalGeneration`` (``config_format``/``load_format`` ``mistral``), whose
+    processor takes the image grids mistral-common already rendered into the prompt as they are.
+    The encoder is as small as works on CPU (attention head_dim 64), with the patch merger and
+    the pre-projector norm of Mistral Small 3.1/3.2 and Ministral 3.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    tokenizer_file = write_tokenizer(kind, out, image=TINY_IMAGE)
+    vocab = vocab_size_of(tokenizer_file)
+    heads = hidden_size // head_dim
+    kv_heads = max(1, heads // 2)
+    inter = hidden_size * 2
+    v_hidden, v_heads, v_layers, v_inter = 128, 2, 1, 256
+    patch, merge = TINY_IMAGE["image_patch_size"], TINY_IMAGE["spatial_merge_size"]
+    params = {
+        "dim": hidden_size, "n_layers": num_layers, "head_dim": head_dim, "hidden_dim": inter,
+        "n_heads": heads, "n_kv_heads": kv_heads, "rope_theta": 1000000.0, "norm_eps": 1e-5,
+        "vocab_size": vocab, "max_seq_len": max_position_embeddings,
+        "max_position_embeddings": max_position_embeddings, "tied_embeddings": False,
+        "dtype": "float32",  # CPUs without AVX512-BF16 run bf16 far slower
+        "vision_encoder": {
+            "hidden_size": v_hidden, "num_channels": 3, "image_size": TINY_IMAGE["max_image_size"],
+            "max_image_size": TINY_IMAGE["max_image_size"], "patch_size": patch,
+            "rope_theta": 10000.0, "intermediate_size": v_inter, "num_hidden_layers": v_layers,
+            "num_attention_heads": v_heads, "adapter_bias": False, "mm_projector_id": "patch_merge",
+            "spatial_merge_size": merge, "add_pre_mm_projector_layer_norm": True,
+            "image_token_id": 10, "image_break_token_id": 12, "image_end_token_id": 13,
+        },
+    }
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.02) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * scale
+
+    kv = kv_heads * head_dim
+    tensors = {"tok_embeddings.weight": rand(vocab, hidden_size),
+               "output.weight": rand(vocab, hidden_size),
+               "norm.weight": torch.ones(hidden_size)}
+    for i in range(num_layers):
+        p = f"layers.{i}."
+        tensors.update({
+            p + "attention.wq.weight": rand(heads * head_dim, hidden_size),
+            p + "attention.wk.weight": rand(kv, hidden_size),
+            p + "attention.wv.weight": rand(kv, hidden_size),
+            p + "attention.wo.weight": rand(hidden_size, heads * head_dim),
+            p + "feed_forward.w1.weight": rand(inter, hidden_size),
+            p + "feed_forward.w2.weight": rand(hidden_size, inter),
+            p + "feed_forward.w3.weight": rand(inter, hidden_size),
+            p + "attention_norm.weight": torch.ones(hidden_size),
+            p + "ffn_norm.weight": torch.ones(hidden_size),
+        })
+    # The vision side gets larger weights so that different images move the logits visibly.
+    tensors.update({
+        "vision_encoder.patch_conv.weight": rand(v_hidden, 3, patch, patch, scale=0.2),
+        "vision_encoder.ln_pre.weight": torch.ones(v_hidden),
+        "pre_mm_projector_norm.weight": torch.ones(v_hidden),
+        "patch_merger.merging_layer.weight": rand(v_hidden, v_hidden * merge * merge, scale=0.1),
+        "vision_language_adapter.w_in.weight": rand(hidden_size, v_hidden, scale=0.2),
+        "vision_language_adapter.w_out.weight": rand(hidden_size, hidden_size, scale=0.2),
+    })
+    for i in range(v_layers):
+        p = f"vision_encoder.transformer.layers.{i}."
+        tensors.update({
+            p + "attention.wq.weight": rand(v_hidden, v_hidden),
+            p + "attention.wk.weight": rand(v_hidden, v_hidden),
+            p + "attention.wv.weight": rand(v_hidden, v_hidden),
+            p + "attention.wo.weight": rand(v_hidden, v_hidden),
+            p + "feed_forward.w1.weight": rand(v_inter, v_hidden),
+            p + "feed_forward.w2.weight": rand(v_hidden, v_inter),
+            p + "feed_forward.w3.weight": rand(v_inter, v_hidden),
+            p + "attention_norm.weight": torch.ones(v_hidden),
+            p + "ffn_norm.weight": torch.ones(v_hidden),
+        })
+    save_file(tensors, str(out / "consolidated.safetensors"))
+    (out / "params.json").write_text(json.dumps(params, indent=1))
