@@ -7,11 +7,13 @@ tokenizer path or parser name fails fast with one clear message.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mistral_common.tokens.tokenizers.image import ImageConfig
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from parsers import default_parser_name, get_parser
@@ -21,6 +23,8 @@ from server.chat import schemas
 from server.settings import Settings, SettingsError
 from server.tinymodel import FORMAT as TINY_FORMAT
 from server.tinymodel import TOKENIZERS, build_tiny_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class ModelInfo:
     embedded: bool = False
     reasoning_system_prompt: str | None = None
     max_context_length: int | None = None  # the setting, else the checkpoint's own (None: unknown)
+    image_config: ImageConfig | None = None  # set when the model takes images (see ``vision``)
+    image_limit: int = 0  # images per request
+
+    @property
+    def vision(self) -> bool:
+        return self.image_config is not None
 
     def accepts(self, name: str | None) -> bool:
         return name is None or name == self.id or name in self.aliases
@@ -62,6 +72,44 @@ def checkpoint_context_length(model_dir: Path) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def checkpoint_has_vision(model_dir: Path) -> bool:
+    """A Mistral-format checkpoint with a vision encoder (``params.json``), as vLLM serves with
+    ``PixtralForConditionalGeneration``. HF-format vision checkpoints (``config.json``,
+    ``Mistral3ForConditionalGeneration``) are not: vLLM re-expands the image grids that
+    mistral-common has already rendered into the prompt."""
+    try:
+        params = json.loads((model_dir / "params.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(params, dict):
+        return False
+    multimodal = params.get("multimodal") if isinstance(params.get("multimodal"), dict) else {}
+    return bool(params.get("vision_encoder") or multimodal.get("vision_encoder_args"))
+
+
+def vision_setup(settings: Settings, model_dir: Path, tokenizer: MistralTokenizer
+                 ) -> tuple[ImageConfig | None, int]:
+    """(image config, images per request) when the model takes images, else (None, 0).
+
+    Images need all of: a tokenizer with an ``image`` section, a Mistral-format checkpoint with
+    a vision encoder, the encoder loaded (not ``language_model_only``) and the preset not
+    switching vision off."""
+    encoder = getattr(tokenizer.instruct_tokenizer, "image_encoder", None)
+    wanted = settings.capabilities.get("vision", True)
+    if (encoder is None or not wanted or settings.engine_args.get("language_model_only")
+            or not checkpoint_has_vision(model_dir)):
+        if settings.capabilities.get("vision") and encoder is None:
+            log.warning("the preset says vision, but the tokenizer has no image section: "
+                        "images are refused")
+        elif settings.capabilities.get("vision"):
+            log.warning("the preset says vision, but %s has no Mistral-format vision encoder "
+                        "(params.json): images are refused", model_dir)
+        return None, 0
+    limits = settings.engine_args.get("limit_mm_per_prompt") or {}
+    limit = limits.get("image", settings.image_limit) if isinstance(limits, dict) else settings.image_limit
+    return encoder.image_config, int(limit)
 
 
 def find_tokenizer_file(model_dir: Path) -> Path:
@@ -92,8 +140,13 @@ def load_model_info(settings: Settings) -> ModelInfo:
         if settings.tiny_tokenizer not in TOKENIZERS:
             raise SettingsError(f"tiny_tokenizer: unknown kind {settings.tiny_tokenizer!r}; "
                                 f"known: {', '.join(TOKENIZERS)}")
-        model_dir = build_tiny_model(
-            settings.cache_dir / f"tiny-{settings.tiny_tokenizer}-f{TINY_FORMAT}", settings.tiny_tokenizer)
+        vision = "-vision" if settings.tiny_vision else ""
+        try:
+            model_dir = build_tiny_model(
+                settings.cache_dir / f"tiny-{settings.tiny_tokenizer}{vision}-f{TINY_FORMAT}",
+                settings.tiny_tokenizer, vision=settings.tiny_vision)
+        except ValueError as exc:
+            raise SettingsError(f"tiny_vision: {exc}") from None
     else:
         model_dir = Path(settings.model).expanduser()
         if not model_dir.is_dir():
@@ -107,6 +160,7 @@ def load_model_info(settings: Settings) -> ModelInfo:
         parser_cls = get_parser(parser_name)
     except ValueError as exc:
         raise SettingsError(f"tool_parser: {exc}") from None
+    image_config, image_limit = vision_setup(settings, model_dir, tokenizer)
     return ModelInfo(
         id=settings.model_id,
         aliases=tuple(settings.aliases),
@@ -120,4 +174,6 @@ def load_model_info(settings: Settings) -> ModelInfo:
         embedded=embedded,
         reasoning_system_prompt=settings.reasoning_system_prompt,
         max_context_length=settings.max_model_len or checkpoint_context_length(model_dir),
+        image_config=image_config,
+        image_limit=image_limit,
     )

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -46,6 +47,26 @@ class TextPart(_Lenient):
     text: str
 
 
+class ImageURL(_Lenient):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; Mistral models have no detail levels
+
+
+class ImagePart(_Lenient):
+    """An image: OpenAI's ``{"image_url": {"url": ...}}`` or Mistral's ``{"image_url": "..."}``."""
+
+    type: Literal["image_url"]
+    image_url: str | ImageURL
+
+    @property
+    def url(self) -> str:
+        return self.image_url if isinstance(self.image_url, str) else self.image_url.url
+
+    def url_param(self, prefix: str) -> str:
+        """The ``param`` of this part's URL, e.g. ``messages[1].content[2].image_url.url``."""
+        return f"{prefix}.image_url" + ("" if isinstance(self.image_url, str) else ".url")
+
+
 class ThinkPart(_Lenient):
     """Mistral's ``thinking`` chunk (assistant history from Mistral's SDK); not re-rendered."""
 
@@ -53,8 +74,19 @@ class ThinkPart(_Lenient):
     thinking: list[dict[str, Any]] = Field(default_factory=list)
 
 
-Content = str | Annotated[list[TextPart], Field(min_length=1)]
-AssistantPart = Annotated[TextPart | ThinkPart, Field(discriminator="type")]
+def _typed_parts(value: Any) -> Any:
+    """vLLM's shorthand ``{"image_url": ...}`` (no ``type``) is an image part."""
+    if isinstance(value, list):
+        return [{**p, "type": "image_url"} if isinstance(p, dict) and "type" not in p
+                and "image_url" in p else p for p in value]
+    return value
+
+
+# Every role parses image parts, so that an image where it cannot go gets a clear 400 that
+# points at it (``check_image_roles``) rather than a schema error.
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+Content = Annotated[str | Annotated[list[Part], Field(min_length=1)], BeforeValidator(_typed_parts)]
+AssistantPart = Annotated[TextPart | ThinkPart | ImagePart, Field(discriminator="type")]
 
 
 class FunctionCall(_Lenient):
@@ -88,7 +120,7 @@ class UserMessage(_Lenient):
 
 class AssistantMessage(_Lenient):
     role: Literal["assistant"]
-    content: str | list[AssistantPart] | None = None
+    content: Annotated[str | list[AssistantPart] | None, BeforeValidator(_typed_parts)] = None
     tool_calls: list[ToolCall] | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
@@ -270,10 +302,12 @@ def _param(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif i >= 2 and str(loc[i - 2]).startswith("list[tagged-union["):
             continue  # the discriminator tag of a content part ("text", "thinking")
-        elif part in ("str", "list[TextPart]", "function-after[_schema_present(), ResponseFormat]"):
+        elif part in ("str", "list[TextPart]", "function-after[_schema_present(), ResponseFormat]",
+                      "function-before[_typed_parts(), union[str,list[tagged-union[TextPart,ImagePart]]]]"):
             continue
         elif part.startswith(("list[", "literal[", "function-")) or part in (
             "system", "developer", "user", "assistant", "tool", "NamedToolChoice", "dict[str,any]",
+            "ImageURL",
         ):
             continue
         else:
@@ -286,6 +320,14 @@ def _friendly(err: dict[str, Any]) -> tuple[str, str, str]:
     kind, param = err["type"], _param(tuple(err["loc"]))
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", "missing_required_parameter", param
+    if kind == "union_tag_invalid" and ".content[" in param:
+        tag = err.get("ctx", {}).get("tag")
+        expected = err.get("ctx", {}).get("expected_tags", "'text', 'image_url'")
+        return (f"Invalid content part type {tag!r} in '{param}': expected one of {expected}.",
+                "invalid_value", param)
+    if kind == "union_tag_not_found" and ".content[" in param:
+        return (f"Missing required parameter: '{param}.type'.", "missing_required_parameter",
+                f"{param}.type")
     if kind == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         return (f"Invalid role {tag!r} in '{param}': expected one of 'system', 'developer', "
@@ -307,7 +349,9 @@ def _friendly(err: dict[str, Any]) -> tuple[str, str, str]:
 def validation_error(exc: ValidationError | list[dict[str, Any]]) -> InvalidRequest:
     """The first pydantic error as a clear OpenAI-style 400 (no pydantic dump)."""
     errors = exc.errors() if isinstance(exc, ValidationError) else exc
-    first = dict(errors[0])
+    # A content list fails the ``str`` branch too: report what is wrong inside the list.
+    parts = [e for e in errors if not (e["type"] == "string_type" and e["loc"][-1:] == ("str",))]
+    first = dict(parts[0] if parts and errors[0]["loc"][-1:] == ("str",) else errors[0])
     loc = tuple(first.get("loc", ()))
     first["loc"] = loc[1:] if loc[:1] == ("body",) else loc
     message, code, param = _friendly(first)
@@ -331,6 +375,27 @@ def is_langchain_mistral_stream(headers: Mapping[str, str]) -> bool:
     return ((headers.get("user-agent") or "").startswith("python-httpx/")
             and headers.get("cache-control") == "no-store"
             and headers.get("accept") == "text/event-stream")
+
+
+def image_parts(req: ChatCompletionRequest) -> list[tuple[int, int, ImagePart]]:
+    """(message index, part index, part) of every image part, in prompt order."""
+    return [(i, j, part) for i, msg in enumerate(req.messages) if isinstance(msg.content, list)
+            for j, part in enumerate(msg.content) if isinstance(part, ImagePart)]
+
+
+def check_image_roles(req: ChatCompletionRequest) -> None:
+    """Images go in user messages only, and every image part has a URL."""
+    for i, j, part in image_parts(req):
+        role = req.messages[i].role
+        if role != "user":
+            raise InvalidRequest(
+                f"messages[{i}] is {'an' if role == 'assistant' else 'a'} {role} message with an "
+                "image part: images are accepted "
+                "only in user messages.", param=f"messages[{i}].content[{j}]", code="invalid_value")
+        if not part.url.strip():
+            raise InvalidRequest(f"messages[{i}].content[{j}] has an empty image URL.",
+                                 param=part.url_param(f"messages[{i}].content[{j}]"),
+                                 code="invalid_image_url")
 
 
 def _apply_mistral_fields(req: ChatCompletionRequest) -> None:
@@ -362,6 +427,7 @@ def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> Cha
     except ValidationError as exc:
         raise validation_error(exc) from None
     _apply_mistral_fields(req)
+    check_image_roles(req)
     headers = headers or {}
     if is_mistral_sdk(headers):
         req._mistral_output = True

@@ -55,6 +55,14 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
     dtype = settings.dtype
     if dtype == "auto" and model.embedded and on_cpu:
         dtype = "float32"  # vLLM would downcast to bf16, slow on CPUs without AVX512-BF16
+    extra = dict(settings.engine_args)
+    if model.vision:
+        # vLLM sizes the encoder's memory (profiling, encoder cache) by this limit; the server
+        # refuses requests over it before they reach the engine.
+        extra.setdefault("limit_mm_per_prompt", {"image": model.image_limit})
+        if model.embedded:  # the tiny vision model is laid out as Mistral publishes its own
+            extra.setdefault("config_format", "mistral")
+            extra.setdefault("load_format", "mistral")
     return EngineConfig(
         model_dir=str(model.model_dir),
         served_model_name=model.id,
@@ -70,5 +78,5 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
         compact_json=settings.compact_json,
         structured_backend=structured_backend(model),
         logits_processors=tuple(settings.logits_processors),
-        extra=tuple(sorted(settings.engine_args.items())),
+        extra=tuple(sorted(extra.items())),
     )

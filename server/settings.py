@@ -8,6 +8,7 @@ Every key is a field below; unknown keys are rejected with one clear message eac
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -36,6 +37,8 @@ class Settings(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Extra accepted model ids")
     tokenizer: str | None = Field(None, description="Tokenizer file; default: found in model dir")
     tiny_tokenizer: str = Field("v3-spm", description="Tokenizer kind of the embedded tiny model")
+    tiny_vision: bool = Field(False, description="Embedded tiny model with a vision encoder "
+                              "(Pixtral format; tiny_tokenizer v7-, v11- or v13-tekken)")
     tool_parser: str | None = Field(None, description="Output parser name; default: by tokenizer")
     reasoning: Literal["auto", "none", "text_think"] = "auto"
     max_model_len: int | None = Field(None, ge=16)
@@ -57,6 +60,19 @@ class Settings(BaseModel):
     engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is")
     cache_dir: Path = DEFAULT_CACHE
 
+    # --- images (vision models) --------------------------------------------------
+    image_limit: int = Field(10, ge=1, description="Images per request; also vLLM's "
+                             "limit_mm_per_prompt, which sizes the encoder's memory")
+    image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest image file")
+    image_max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height), "
+                                  "checked before decoding")
+    image_fetch: bool = Field(False, description="Fetch http(s) image URLs (off: data: URLs only)")
+    image_fetch_domains: list[str] = Field(
+        default_factory=list, description="Hosts image URLs may name: example.com, *.example.com, *")
+    image_fetch_networks: list[str] = Field(
+        default_factory=list, description="Private networks (CIDR) fetching may reach anyway")
+    image_fetch_timeout: float = Field(10, gt=0, description="Seconds for one image fetch")
+
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
@@ -74,6 +90,16 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     log_prompts: bool = Field(False, description="Include prompt text in request logs")
+
+    @field_validator("image_fetch_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR such as 10.0.0.0/8)") from None
+        return value
 
     @field_validator("served_model_name", "model", "tokenizer", "tool_parser", "preset")
     @classmethod
@@ -101,7 +127,8 @@ class Settings(BaseModel):
 
 
 FIELDS = Settings.model_fields
-_LIST_FIELDS = {"aliases", "api_keys", "logits_processors"}
+_LIST_FIELDS = {"aliases", "api_keys", "logits_processors", "image_fetch_domains",
+                "image_fetch_networks"}
 _DICT_FIELDS = {"default_sampling", "engine_args", "capabilities"}
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from server import metrics
 from server.admission import Admission
+from server.chat.images import ImageLimits
 from server.chat.service import ChatService
 from server.engine.base import EngineClient
 from server.errors import Unavailable
@@ -70,7 +71,9 @@ class ServerState:
             compact_json=self.settings.compact_json,
             request_timeout=self.settings.request_timeout,
             on_engine_dead=self.fail,
+            image_limits=ImageLimits.from_settings(self.settings),
         )
+        await self.service.warm_up()
         if self.phase == "loading":
             self._set_phase("ready")
         # Startup objects (tokenizer tables, vLLM config) never die: keep them out of GC passes.

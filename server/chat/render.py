@@ -19,16 +19,27 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mistral_common.exceptions import MistralCommonException
+from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk
+from mistral_common.protocol.instruct.messages import UserMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest as MistralRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+from PIL import Image
 
+from server.chat.images import render_grids_only
 from server.errors import ContextLengthExceeded, InvalidRequest
 from server.model import ModelInfo
-from server.protocol import AssistantMessage, ChatCompletionRequest, TextPart, ToolMessage
+from server.protocol import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ImagePart,
+    TextPart,
+    ToolMessage,
+)
 
 # Mistral's guardrailing system prompt, verbatim (docs.mistral.ai, "Guardrailing": toggling
 # ``safe_prompt`` "will prepend your messages with the following system prompt").
@@ -113,14 +124,28 @@ def _tool(msg: ToolMessage, ids: ToolIdMap, index: int) -> dict[str, Any]:
     return out
 
 
-def to_openai_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+def _user(content: str | list[Any], images: Iterator[Image.Image]) -> dict[str, Any]:
+    """A user message; one with images also carries its mistral-common chunks in order
+    (``_chunks``), which ``Renderer.render`` puts in place of the text."""
+    out: dict[str, Any] = {"role": "user", "content": text_of(content)}
+    if isinstance(content, list) and any(isinstance(p, ImagePart) for p in content):
+        out["_chunks"] = [ImageChunk(image=next(images)) if isinstance(p, ImagePart)
+                          else TextChunk(text=p.text) for p in content
+                          if isinstance(p, ImagePart) or p.text]
+    return out
+
+
+def to_openai_messages(request: ChatCompletionRequest,
+                       images: Sequence[Image.Image] = ()) -> list[dict[str, Any]]:
+    """OpenAI-shaped dicts for mistral-common; ``images``: the decoded images in prompt order."""
     ids = ToolIdMap()
+    pending = iter(images)
     messages: list[dict[str, Any]] = []
     for i, msg in enumerate(request.messages):
         if msg.role in ("system", "developer"):
             messages.append({"role": "system", "content": text_of(msg.content)})
         elif msg.role == "user":
-            messages.append({"role": "user", "content": text_of(msg.content)})
+            messages.append(_user(msg.content, pending))
         elif msg.role == "assistant":
             messages.append(_assistant(msg, ids, i))
         else:
@@ -150,6 +175,7 @@ class Renderer:
     def __init__(self, tokenizer: MistralTokenizer, max_model_len: int, *,
                  model_id: str = "this model", reasoning_model: bool = False,
                  reasoning_system_prompt: str | None = None) -> None:
+        render_grids_only(tokenizer)  # image grids from the image size; vLLM does the pixels
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.model_id = model_id
@@ -203,9 +229,12 @@ class Renderer:
                 code="invalid_value")
         return {"reasoning_effort": effort}
 
-    def render(self, request: ChatCompletionRequest, *, include_tools: bool) -> Prompt:
+    def render(self, request: ChatCompletionRequest, *, include_tools: bool,
+               images: Sequence[Image.Image] = ()) -> Prompt:
         settings = self._settings(request)
-        messages = _with_system_prefix(to_openai_messages(request), self._system_prefix(request))
+        messages = _with_system_prefix(to_openai_messages(request, images),
+                                       self._system_prefix(request))
+        chunks = {k: m.pop("_chunks") for k, m in enumerate(messages) if "_chunks" in m}
         last = request.messages[-1]
         prefix = last.role == "assistant"
         if prefix and messages[-1].get("tool_calls"):
@@ -222,6 +251,8 @@ class Renderer:
                 continue_final_message=prefix,
                 **settings,
             )
+            for k, content in chunks.items():  # from_openai keeps the messages one to one
+                mistral_request.messages[k] = UserMessage(content=content)
             tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
         except (MistralCommonException, ValueError, TypeError, KeyError) as exc:
             raise InvalidRequest(_clean(exc), param="messages") from None

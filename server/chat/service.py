@@ -11,16 +11,18 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from PIL import Image
 
 from parsers.base import OutputParser, ParseOptions
 from server.chat import schemas
 from server.chat.choice import ChoiceState
 from server.chat.constraints import constraint_for
+from server.chat.images import ImageLimits, load_images, tiny_png_data_url
 from server.chat.mistral import MistralDeltas, mistral_response
 from server.chat.output import MessageBuilder, stream_deltas
 from server.chat.render import Renderer
@@ -38,9 +40,11 @@ from server.errors import (
     error_body,
 )
 from server.model import ModelInfo
-from server.protocol import ChatCompletionRequest
+from server.protocol import ChatCompletionRequest, image_parts, parse_request
 
 log = logging.getLogger(__name__)
+
+WARM_UP_TIMEOUT = 120.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +56,14 @@ class Prepared:
     plan: Plan
     parse_options: ParseOptions
     calls_only: bool
+    images: tuple[Image.Image, ...] = ()
 
 
 class ChatService:
     def __init__(self, model: ModelInfo, engine: EngineClient, *, max_logprobs: int, max_n: int,
                  compact_json: bool, request_timeout: float | None = None,
-                 on_engine_dead: Callable[[str], None] | None = None) -> None:
+                 on_engine_dead: Callable[[str], None] | None = None,
+                 image_limits: ImageLimits | None = None) -> None:
         self.model = model
         self.engine = engine
         self.renderer = Renderer.for_model(model, engine.max_model_len)
@@ -66,8 +72,22 @@ class ChatService:
         self.compact_json = compact_json
         self.request_timeout = request_timeout
         self.on_engine_dead = on_engine_dead
+        self.image_limits = image_limits or ImageLimits()
         self.stopping = False
         schemas.meta_validator()  # built now: a problem with it fails start-up, not requests
+
+    async def warm_up(self) -> None:
+        """Vision models: one tiny image request through the whole pipeline, so the first
+        user's image does not pay the vision side's start-up (seconds on CPU)."""
+        if not self.model.vision:
+            return
+        req = parse_request({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": tiny_png_data_url()}]}], "max_tokens": 1})
+        try:
+            await asyncio.wait_for(self.complete(await self.prepare(req)), WARM_UP_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a slower first image is not worth failing over
+            log.warning("image warm-up failed (%s); the first image request will be slower",
+                        exc or type(exc).__name__)
 
     def stop(self) -> None:
         """Drain timeout: requests still generating end at their next step with an error."""
@@ -75,15 +95,24 @@ class ChatService:
 
     # -- validation ------------------------------------------------------------------
     async def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        self._check_model(req)
         await schemas.precheck(req)  # new JSON schemas are checked off the event loop
-        return self.prepare_now(req)
+        images = await load_images(req, self.model, self.image_limits)  # decoded off the loop
+        return self.prepare_now(req, images)
 
-    def prepare_now(self, req: ChatCompletionRequest) -> Prepared:
+    def _check_model(self, req: ChatCompletionRequest) -> None:
         if not self.model.accepts(req.model):
             raise ModelNotFound(f"The model '{req.model}' does not exist. This server serves "
                                 f"'{self.model.id}'.", param="model")
+
+    def prepare_now(self, req: ChatCompletionRequest,
+                    images: Sequence[Image.Image] = ()) -> Prepared:
+        """Everything but loading images (``prepare``); ``images`` in prompt order."""
+        self._check_model(req)
+        if len(images) != len(image_parts(req)):
+            raise ValueError("prepare_now needs the request's images: use prepare")
         tools = plan_tools(req, self.model, compact_json=self.compact_json)
-        prompt = self.renderer.render(req, include_tools=bool(req.tools))
+        prompt = self.renderer.render(req, include_tools=bool(req.tools), images=images)
         constraint = tools.constraint or constraint_for(req, self.model, compact_json=self.compact_json)
         plan = plan_sampling(
             req,
@@ -99,7 +128,8 @@ class ChatService:
                                parallel_tool_calls=req.parallel_tool_calls)
         return Prepared(request=req, request_id=f"chatcmpl-{uuid.uuid4().hex}",
                         created=int(time.time()), prompt_ids=prompt.token_ids, plan=plan,
-                        parse_options=options, calls_only=tools.calls_only)
+                        parse_options=options, calls_only=tools.calls_only,
+                        images=tuple(images))
 
     def _parser(self, prep: Prepared) -> OutputParser:
         parser = self.model.parser_cls(self.model.vocab, prep.parse_options)
@@ -118,7 +148,8 @@ class ChatService:
     async def _engine_steps(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
         """Engine deltas; greedy n>1 runs once and is copied to every choice."""
         copies = prep.plan.choices if prep.plan.sampling.n == 1 and prep.plan.choices > 1 else 1
-        stream = self.engine.generate(prep.prompt_ids, prep.plan.sampling, prep.request_id)
+        stream = self.engine.generate(prep.prompt_ids, prep.plan.sampling, prep.request_id,
+                                      images=prep.images)
         deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
         try:
             while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -62,8 +62,11 @@ class EngineClient(Protocol):
     max_num_seqs: int  # requests the engine batches at once; more wait in its queue
 
     def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
-    ) -> AsyncIterator[list[CompletionDelta]]: ...
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str,
+        *, images: Sequence[Any] = (),
+    ) -> AsyncIterator[list[CompletionDelta]]:
+        """``images``: PIL images whose ``[IMG]`` grids the prompt already holds, in order."""
+        ...
 
     async def abort(self, request_id: str) -> None: ...
 

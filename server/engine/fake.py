@@ -9,7 +9,8 @@ token per step like the real engine, records aborts, and can fail mid-stream on 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from server.engine.base import CompletionDelta, EngineDead, SamplingSpec, TokenLogprob
 
@@ -35,16 +36,19 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.requests: list[tuple[list[int], SamplingSpec, str]] = []
+        self.images: dict[str, list[Any]] = {}  # request id -> the images it was given
         self.running: set[str] = set()
         self.dead = False
         self.warmed_up = False
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str,
+        *, images: Sequence[Any] = (),
     ) -> AsyncIterator[list[CompletionDelta]]:
         if self.dead:
             raise EngineDead("engine is dead")
         self.requests.append((list(prompt_token_ids), sampling, request_id))
+        self.images[request_id] = list(images)
         plans = [self._plan(prompt_token_ids, sampling, i) for i in range(sampling.n)]
         self.running.add(request_id)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +157,8 @@ class VllmEngine:
                    engine.vllm_config.scheduler_config.max_num_seqs)
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str,
+        *, images: Sequence[Any] = (),
     ) -> AsyncIterator[list[CompletionDelta]]:
         from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -166,9 +167,10 @@ class VllmEngine:
             params = to_sampling_params(sampling)
         except (ValueError, VLLMClientError) as exc:
             raise InvalidConstraint(_explain(exc)) from None
-        stream = self._engine.generate(
-            {"prompt_token_ids": prompt_token_ids}, params, request_id=request_id
-        )
+        prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
+        if images:  # Pixtral's processor finds the grids in the prompt and keeps them as they are
+            prompt["multi_modal_data"] = {"image": list(images)}
+        stream = self._engine.generate(prompt, params, request_id=request_id)
         try:
             async for output in stream:
                 deltas = []

@@ -20,13 +20,14 @@ router = APIRouter()
 
 
 def card_capabilities(model: ModelInfo) -> dict[str, bool]:
-    """Mistral's capability flags: the preset's values, else what the model's format offers."""
+    """Mistral's capability flags: the preset's values, else what the model's format offers;
+    ``vision`` is whether this server takes images for the model (``ModelInfo.vision``)."""
     preset = model.capabilities
     return {
         "completion_chat": preset.get("chat", True),
         "function_calling": preset.get("function_calling", True),
         "reasoning": model.reasoning,
-        "vision": preset.get("vision", False),
+        "vision": model.vision,
         "completion_fim": False,
         "fine_tuning": False,
     }

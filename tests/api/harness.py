@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,11 @@ def serve(model_dir: Path, script: Script, *, engine: FakeEngine | None = None,
     state = ServerState(settings=config, model=model, api_keys=config.resolved_api_keys())
     app = create_app(state, factory)
     with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 30
+        while state.phase == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)  # vision models warm up with one image request first
+        fake.requests.clear()  # the fake's records start when the server is ready
+        fake.images.clear()
         yield client, fake
 
 

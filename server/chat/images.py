@@ -1,0 +1,264 @@
+"""Image parts → checked, decoded RGB images at the size the model sees, in prompt order.
+
+Sources: ``data:`` URLs (base64) always; ``http(s)`` URLs only through ``server.chat.fetch``
+(off unless the operator turns it on); nothing else, and never a local file. Every check that
+can be made on the bytes or the header comes before decoding: the byte cap, the format
+allowlist (PNG, JPEG, WebP, GIF — first frame), the pixel cap. Decoding and resizing run in
+worker threads, so a request with many large images does not hold up other streams.
+
+Each image is resized here to the grid mistral-common would give it (the same cubic resize),
+so the prompt's ``[IMG]`` grid, vLLM's own processing of the image and what the model sees all
+agree, and vLLM handles small images only. Rendering needs the grid, not the pixels:
+``GridOnlyImageEncoder`` stands in for mistral-common's encoder in the server's tokenizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mistral_common.tokens.tokenizers.image import ImageConfig, ImageEncoding
+from PIL import Image, UnidentifiedImageError
+
+from server.chat.fetch import FetchError, FetchPolicy, fetch
+from server.errors import InvalidRequest
+from server.model import ModelInfo
+from server.protocol import ChatCompletionRequest, ImagePart, image_parts
+
+Image.init()  # every format plugin registered (Image.open(formats=...) looks them up by name)
+# Pillow's openers tried, and no others (JPEG's also opens MPO, what many phone cameras write).
+FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "WEBP", "GIF") if f in Image.OPEN)
+# Decoding and resizing: a few threads of their own (Pillow and OpenCV release the GIL), so
+# images never queue behind other work in asyncio's default pool and never run on the loop.
+_DECODER = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                              thread_name_prefix="image-decode")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    fetch: FetchPolicy = FetchPolicy()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ImageLimits":
+        return cls(
+            max_bytes=settings.image_max_bytes,
+            max_pixels=settings.image_max_pixels,
+            fetch=FetchPolicy(enabled=settings.image_fetch,
+                              domains=tuple(settings.image_fetch_domains),
+                              networks=tuple(settings.image_fetch_networks),
+                              timeout=settings.image_fetch_timeout,
+                              max_bytes=settings.image_max_bytes),
+        )
+
+
+class ImageProblem(Exception):
+    """What is wrong with one image (user-facing), and its error code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- grid ------------------------------------------------------------------------------------
+def grid_tokens(width: int, height: int, config: ImageConfig) -> tuple[int, int]:
+    """(columns, rows) of ``[IMG]`` tokens: mistral-common's rule (scale down to
+    ``max_image_size``, then one token per ``patch x merge`` square, rounded up)."""
+    w: float = width
+    h: float = height
+    ratio = max(h / config.max_image_size, w / config.max_image_size)
+    if ratio > 1:
+        w, h = max(round(w / ratio), 1), max(round(h / ratio), 1)
+    step = config.image_patch_size * config.spatial_merge_size
+    return (int(w) - 1) // step + 1, (int(h) - 1) // step + 1
+
+
+def model_size(width: int, height: int, config: ImageConfig) -> tuple[int, int]:
+    """The (width, height) in pixels mistral-common resizes an image to."""
+    cols, rows = grid_tokens(width, height, config)
+    step = config.image_patch_size * config.spatial_merge_size
+    return cols * step, rows * step
+
+
+class GridOnlyImageEncoder:
+    """mistral-common's image encoder without the pixel work: the tokens of the grid only.
+
+    The server renders prompts for their token ids; vLLM processes the pixels itself."""
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self.image_config: ImageConfig = encoder.image_config
+        self.special_ids = encoder.special_ids
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def __call__(self, content: Any) -> ImageEncoding:
+        image = getattr(content, "image", None)
+        if not isinstance(image, Image.Image):
+            raise TypeError("the server renders decoded images only")
+        cols, rows = grid_tokens(image.width, image.height, self.image_config)
+        ids = self.special_ids
+        tokens = ([ids.img] * cols + [ids.img_break]) * rows
+        tokens[-1] = ids.img_end
+        return ImageEncoding(tokens=tokens, image=np.zeros((3, 0, 0), dtype=np.float32))
+
+
+def render_grids_only(tokenizer: Any) -> None:
+    """Make ``tokenizer`` (a mistral-common ``MistralTokenizer``) render image grids without
+    computing pixels. Idempotent; a tokenizer without images is left alone."""
+    instruct = tokenizer.instruct_tokenizer
+    encoder = getattr(instruct, "image_encoder", None)
+    if encoder is not None and not isinstance(encoder, GridOnlyImageEncoder):
+        instruct.image_encoder = GridOnlyImageEncoder(encoder)
+
+
+# -- bytes -----------------------------------------------------------------------------------
+def data_url_bytes(url: str, max_bytes: int) -> bytes:
+    head, comma, payload = url.partition(",")
+    if not comma:
+        raise ImageProblem("The data URL has no ',' before its data.", "invalid_image_url")
+    meta = [p.strip().lower() for p in head[len("data:"):].split(";")]
+    if "base64" not in meta[1:]:
+        raise ImageProblem("Image data URLs must be base64-encoded, as in "
+                           "'data:image/png;base64,...'.", "invalid_image_url")
+    if meta[0] and not meta[0].startswith("image/"):
+        raise ImageProblem(f"The data URL holds {meta[0]!r}, not an image.", "invalid_image_format")
+    if len(payload) // 4 * 3 > max_bytes + 3:
+        raise _too_large(max_bytes)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # line-wrapped base64 (MIME style) is common
+            data = base64.b64decode("".join(payload.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ImageProblem("The data URL's base64 data is not valid.", "invalid_image") from None
+    if not data:
+        raise ImageProblem("The data URL holds no data.", "invalid_image")
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    return data
+
+
+def _too_large(max_bytes: int) -> ImageProblem:
+    return ImageProblem(f"The image is larger than the server's limit of "
+                        f"{max_bytes / 1024 / 1024:g} MB.", "image_too_large")
+
+
+# -- pixels ----------------------------------------------------------------------------------
+def _rgb(image: Image.Image) -> Image.Image:
+    """RGB, transparent areas white (as mistral-common converts)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode != "RGBA":
+        image = image.convert("RGBA")
+    background = Image.new("RGBA", image.size, "WHITE")
+    background.paste(image, (0, 0), image)
+    return background.convert("RGB")
+
+
+def decode(data: bytes, config: ImageConfig, max_pixels: int) -> Image.Image:
+    """Bytes → RGB image at the model's size. The pixel cap is checked on the header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        except UnidentifiedImageError:
+            raise ImageProblem("The data is not an image in an accepted format "
+                               "(PNG, JPEG, WebP, GIF).", "invalid_image_format") from None
+        except Image.DecompressionBombError:
+            raise ImageProblem(f"The image has more than {max_pixels:,} pixels, the server's "
+                               "limit.", "image_too_large") from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise ImageProblem("The image could not be decoded (corrupt header).",
+                               "invalid_image") from None
+        width, height = image.size
+        if width < 1 or height < 1 or width * height > max_pixels:
+            raise ImageProblem(f"The image is {width}x{height} pixels; the server's limit is "
+                               f"{max_pixels:,} pixels.", "image_too_large")
+        target = model_size(width, height, config)
+        try:
+            image.seek(0)  # animated GIF/WebP: the first frame
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", target)  # decode big JPEGs at a reduced scale directly
+            image.load()
+            rgb = _rgb(image)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+            raise ImageProblem("The image could not be decoded (truncated or corrupt).",
+                               "invalid_image") from None
+    return _resize(rgb, target)
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """mistral-common's resize (OpenCV, cubic, float32), rounded back to 8 bits."""
+    import cv2
+
+    array = cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_CUBIC)
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "RGB")
+
+
+def tiny_png_data_url() -> str:
+    """A 16x16 grey PNG as a data URL (warm-up requests)."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+# -- requests --------------------------------------------------------------------------------
+def check_images(req: ChatCompletionRequest, model: ModelInfo) -> list[tuple[str, ImagePart]]:
+    """(param, part) of every image, after the checks that need no image data."""
+    found = [(f"messages[{i}].content[{j}]", part) for i, j, part in image_parts(req)]
+    if not found:
+        return found
+    if not model.vision:
+        raise InvalidRequest(f"The model '{model.id}' does not accept images: it has no vision "
+                             "encoder. Send text only.", param=found[0][0],
+                             code="image_input_not_supported")
+    if len(found) > model.image_limit:
+        raise InvalidRequest(f"This request has {len(found)} images; '{model.id}' accepts at most "
+                             f"{model.image_limit} per request.", param=found[model.image_limit][0],
+                             code="too_many_images")
+    return found
+
+
+async def _one(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Image:
+    scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
+    if scheme == "data":
+        data = data_url_bytes(url, limits.max_bytes)
+    elif scheme in ("http", "https"):
+        data, _ = await fetch(url, limits.fetch)
+    else:
+        shown = f"'{scheme}:' URLs are" if scheme else "a bare string is"
+        raise ImageProblem(f"Images are sent as data: URLs (base64) or http(s) URLs; {shown} "
+                           "not accepted.", "invalid_image_url")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_DECODER, decode, data, config, limits.max_pixels)
+
+
+async def load_images(req: ChatCompletionRequest, model: ModelInfo,
+                      limits: ImageLimits) -> list[Image.Image]:
+    """Every image of the request, in prompt order; the first bad one is a 400 naming it."""
+    found = check_images(req, model)
+    if not found:
+        return []
+    assert model.image_config is not None
+    results = await asyncio.gather(
+        *(_one(part.url.strip(), limits, model.image_config) for _, part in found),
+        return_exceptions=True)
+    for (param, part), result in zip(found, results):
+        if isinstance(result, (ImageProblem, FetchError)):
+            where = part.url_param(param) if result.code in (
+                "invalid_image_url", "image_url_not_allowed", "image_fetch_disabled") else param
+            raise InvalidRequest(f"{param}: {result}", param=where, code=result.code)
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)  # type: ignore[arg-type]
