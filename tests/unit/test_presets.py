@@ -36,7 +36,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
         "mistralai/Ministral-3-14B-Reasoning-2512", "v13-tekken", "mistral_v13"),
 }
 REASONING_PARSERS = {"magistral_text_think", "mistral_v13"}
-# Checkpoints with a vision encoder: served text-only, so vLLM must not load the vision tower.
+# Checkpoints with a vision encoder: these presets serve images.
 VISION_CHECKPOINTS = {"mistral-small-3.1-24b-instruct-2503", "mistral-small-3.2-24b-instruct-2506",
                       "ministral-3-14b-reasoning-2512"}
 
@@ -92,8 +92,10 @@ def test_preset_values(name: str) -> None:
     assert set(s.capabilities) == CAPABILITIES
     assert all(isinstance(v, bool) for v in s.capabilities.values())
     assert s.capabilities["chat"] and s.capabilities["function_calling"]
-    # The server's prompt path is text-only: no preset may promise images.
-    assert s.capabilities["vision"] is False
+    # Vision is on exactly for the checkpoints that have an encoder, with Mistral's card limit.
+    assert s.capabilities["vision"] is (name in VISION_CHECKPOINTS)
+    if name in VISION_CHECKPOINTS:
+        assert s.image_limit == 10 and "limit_mm_per_prompt" not in s.engine_args
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -148,7 +150,7 @@ def test_engine_args_are_mistral_format_and_not_set_twice(name: str) -> None:
     assert engine_args["config_format"] == "mistral"
     assert engine_args["load_format"] == "mistral"
     assert not set(engine_args) & SET_BY_SERVER
-    assert engine_args.get("language_model_only", False) is (name in VISION_CHECKPOINTS)
+    assert "language_model_only" not in engine_args  # vision checkpoints load their encoder
 
 
 def test_engine_args_are_vllm_engine_args() -> None:
