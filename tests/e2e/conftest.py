@@ -103,3 +103,35 @@ def v11_server() -> Iterator[RunningServer]:
 def v13_server() -> Iterator[RunningServer]:
     """A tiny model with a v13 Tekken tokenizer ([THINK] reasoning, like Ministral 3 Reasoning)."""
     yield from _tiny("v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512")
+
+
+def _tiny_vision(kind: str, model_id: str, *extra: str) -> Iterator[RunningServer]:
+    server = start_server(f"tiny-{kind}-vision", [
+        "--served-model-name", model_id, "--tiny-tokenizer", kind, "--tiny-vision",
+        "--image-limit", "4", *SCRIPTED, *extra])
+    yield server
+    stop_server(server)
+
+
+# Fetching is on for loopback only, so the tests can serve images from 127.0.0.1.
+LOOPBACK_FETCH = ("--image-fetch", "--image-fetch-domains", "127.0.0.1", "--image-fetch-networks",
+                  "127.0.0.0/8", "--image-fetch-timeout", "2")
+
+
+@pytest.fixture(scope="session")
+def v11_vision_server() -> Iterator[RunningServer]:
+    """A tiny Pixtral-format model, v11 Tekken with an image section (like Small 3.2)."""
+    yield from _tiny_vision("v11-tekken", "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+                            *LOOPBACK_FETCH)
+
+
+@pytest.fixture(scope="session")
+def v7_vision_server() -> Iterator[RunningServer]:
+    """A tiny Pixtral-format model, v7 Tekken (pre-v11 tool calls, like Small 3.1)."""
+    yield from _tiny_vision("v7-tekken", "mistralai/Mistral-Small-3.1-24B-Instruct-2503")
+
+
+@pytest.fixture(scope="session")
+def v13_vision_server() -> Iterator[RunningServer]:
+    """A tiny Pixtral-format model, v13 Tekken ([THINK] reasoning, like Ministral 3 Reasoning)."""
+    yield from _tiny_vision("v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512")
