@@ -78,7 +78,8 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_file: Path | None = None
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body "
+                                "(images come base64-encoded in it)")
     max_n: int = Field(16, ge=1)
     max_inflight_requests: int | None = Field(
         None, ge=1, description="Requests admitted at once (running + queued); more get 429")

@@ -41,3 +41,38 @@ def test_readme_request_works(tiny_server, index):
     rf = body.get("response_format") or {}
     if (rf.get("type") == "json_schema" or "json" in so) and choice["finish_reason"] == "stop":
         json.loads(content)
+
+
+def _images_section() -> str:
+    return README.split("## Images", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_image_examples_work(v11_vision_server, tmp_path):
+    """The Images section's curl script and SDK snippets, run as written on a tiny vision model."""
+    import subprocess
+    import sys
+
+    from tests.api.test_images import picture
+
+    section = _images_section()
+    (tmp_path / "photo.jpg").write_bytes(picture(21, (120, 90), "JPEG"))
+    model = httpx.get(v11_vision_server.url + "/v1/models").json()["data"][0]["id"]
+    (shell,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    env = {**__import__("os").environ, "MISTRAL_BASE_URL": v11_vision_server.url + "/v1",
+           "MISTRAL_MODEL": model}
+    out = subprocess.run(["bash", "-c", shell.replace("curl -X", "curl -sS -X")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert_valid("CreateChatCompletionResponse", data)
+    assert data["usage"]["prompt_tokens"] > 20  # the image's grid is in the prompt
+    snippets = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(snippets) == 2
+    for code in snippets:
+        code = (code.replace('"tiny-mistral"', json.dumps(model))
+                .replace("http://localhost:8000", v11_vision_server.url)
+                .replace("max_tokens=256", "max_tokens=8"))
+        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.endswith("\n")  # the reply was printed (the SDK raises on errors)
