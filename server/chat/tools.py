@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.chat import schemas
+from server.chat.refs import pointer, relocate
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
 from server.model import ModelInfo
@@ -85,14 +86,20 @@ def v11_grammar(tools: list[Tool], model: ModelInfo, *, parallel: bool) -> str:
 
 
 def pre_v11_schema(tools: list[Tool], *, parallel: bool) -> dict[str, Any]:
-    """JSON schema of the whole call array ``[{"name": …, "arguments": {…}}, …]``."""
+    """JSON schema of the whole call array ``[{"name": …, "arguments": {…}}, …]``; each tool's
+    local ``$ref``s are rewritten for the place its schema takes in it (``refs.relocate``)."""
+    # Each tool's parameters live in the root's $defs (pointers through arrays such as
+    # #/items/anyOf/0 are not followed by xgrammar), their own refs rewritten for that place.
+    defs = {f"arguments_{i}": relocate(_parameters(t, i), pointer("$defs", f"arguments_{i}"))
+            for i, t in enumerate(tools)}
     variants = [{
         "type": "object",
-        "properties": {"name": {"const": t.function.name}, "arguments": _parameters(t, i)},
+        "properties": {"name": {"const": t.function.name},
+                       "arguments": {"$ref": f"#/$defs/arguments_{i}"}},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     } for i, t in enumerate(tools)]
-    schema: dict[str, Any] = {"type": "array", "minItems": 1,
+    schema: dict[str, Any] = {"$defs": defs, "type": "array", "minItems": 1,
                               "items": variants[0] if len(variants) == 1 else {"anyOf": variants}}
     if not parallel:
         schema["maxItems"] = 1
