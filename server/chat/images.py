@@ -230,18 +230,21 @@ def check_images(req: ChatCompletionRequest, model: ModelInfo) -> list[tuple[str
     return found
 
 
+def _from_data_url(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Image:
+    return decode(data_url_bytes(url, limits.max_bytes), config, limits.max_pixels)
+
+
 async def _one(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Image:
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
-    if scheme == "data":
-        data = data_url_bytes(url, limits.max_bytes)
-    elif scheme in ("http", "https"):
-        data, _ = await fetch(url, limits.fetch)
-    else:
-        shown = f"'{scheme}:' URLs are" if scheme else "a bare string is"
-        raise ImageProblem(f"Images are sent as data: URLs (base64) or http(s) URLs; {shown} "
-                           "not accepted.", "invalid_image_url")
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_DECODER, decode, data, config, limits.max_pixels)
+    if scheme == "data":  # base64 decoding of megabytes belongs off the loop too
+        return await loop.run_in_executor(_DECODER, _from_data_url, url, limits, config)
+    if scheme in ("http", "https"):
+        data, _ = await fetch(url, limits.fetch)
+        return await loop.run_in_executor(_DECODER, decode, data, config, limits.max_pixels)
+    shown = f"'{scheme}:' URLs are" if scheme else "a bare string is"
+    raise ImageProblem(f"Images are sent as data: URLs (base64) or http(s) URLs; {shown} "
+                       "not accepted.", "invalid_image_url")
 
 
 async def load_images(req: ChatCompletionRequest, model: ModelInfo,
