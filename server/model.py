@@ -45,6 +45,13 @@ class ModelInfo:
     image_limit: int = 0  # images per request
 
     @property
+    def structured_backend(self) -> str:
+        """vLLM's structured-output backend for this model: llguidance for Tekken tokenizers
+        (Lark grammars with Mistral's special tokens), xgrammar for SentencePiece ones, which
+        vLLM's guidance backend does not support."""
+        return "xgrammar" if self.vocab.is_spm else "guidance"
+
+    @property
     def vision(self) -> bool:
         return self.image_config is not None
 

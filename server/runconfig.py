@@ -39,12 +39,6 @@ def check_parallelism(settings: Settings, gpus: int) -> None:
             "are visible (check CUDA_VISIBLE_DEVICES and the pod's nvidia.com/gpu limit)")
 
 
-def structured_backend(model: ModelInfo) -> str:
-    """llguidance for Tekken tokenizers (Lark grammars with Mistral's special tokens);
-    xgrammar for SentencePiece ones, which vLLM's guidance backend does not support."""
-    return "xgrammar" if model.vocab.is_spm else "guidance"
-
-
 def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
     device = detect_device() if settings.device == "auto" else settings.device
     on_cpu = device == "cpu"
@@ -76,7 +70,7 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
         enforce_eager=enforce_eager,
         max_logprobs=settings.max_logprobs,
         compact_json=settings.compact_json,
-        structured_backend=structured_backend(model),
+        structured_backend=model.structured_backend,
         logits_processors=tuple(settings.logits_processors),
         extra=tuple(sorted(extra.items())),
     )

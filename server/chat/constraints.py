@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from server.chat import schemas
+from server.chat.enforce import check_enforceable, closed_objects
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
 from server.model import ModelInfo
@@ -20,15 +21,18 @@ from server.protocol import ChatCompletionRequest
 _KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 
 
-def _check_schema(schema: Any, param: str) -> None:
+def _checked_schema(schema: Any, param: str, backend: str) -> dict[str, Any]:
+    """The schema to generate with: valid, enforceable by ``backend``, objects closed."""
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be an object.", param=param)
     problem = schemas.problem(schema)
     if problem is not None:
         raise InvalidRequest(f"Invalid JSON schema: {problem}.", param=param)
+    check_enforceable(schema, backend, param)
+    return closed_objects(schema)
 
 
-def _from_structured_outputs(req: ChatCompletionRequest, compact: bool) -> Constraint:
+def _from_structured_outputs(req: ChatCompletionRequest, compact: bool, backend: str) -> Constraint:
     so = req.structured_outputs
     assert so is not None
     given = {
@@ -56,7 +60,7 @@ def _from_structured_outputs(req: ChatCompletionRequest, compact: bool) -> Const
                 value = orjson.loads(value)  # like request bodies: no NaN / Infinity
             except orjson.JSONDecodeError:
                 raise InvalidRequest("The JSON schema is not valid JSON.", param=param) from None
-        _check_schema(value, param)
+        value = _checked_schema(value, param, backend)
     elif kind == "regex":
         try:
             re.compile(value)
@@ -81,7 +85,7 @@ def constraint_for(req: ChatCompletionRequest, model: ModelInfo, *, compact_json
         raise InvalidRequest("Use either 'response_format' or 'structured_outputs', not both.",
                              param="structured_outputs")
     if req.structured_outputs is not None:
-        return _from_structured_outputs(req, compact_json)
+        return _from_structured_outputs(req, compact_json, model.structured_backend)
     if not wants_format:
         return None
     assert rf is not None
@@ -89,5 +93,5 @@ def constraint_for(req: ChatCompletionRequest, model: ModelInfo, *, compact_json
         return Constraint("json_object", True, compact_json=compact_json)
     assert rf.json_schema is not None
     schema = rf.json_schema.schema_ or {"type": "object"}
-    _check_schema(schema, "response_format.json_schema.schema")
+    schema = _checked_schema(schema, "response_format.json_schema.schema", model.structured_backend)
     return Constraint("json", schema, compact_json=compact_json)

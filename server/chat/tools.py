@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.chat import schemas
+from server.chat.enforce import check_enforceable, closed_objects
 from server.chat.refs import pointer, relocate
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
@@ -61,12 +62,18 @@ def validate_tools(req: ChatCompletionRequest) -> None:
                 param="tool_choice.function.name")
 
 
-def _forced_tools(req: ChatCompletionRequest) -> list[Tool]:
-    assert req.tools
-    if isinstance(req.tool_choice, str):
-        return list(req.tools)
-    assert req.tool_choice is not None
-    return [t for t in req.tools if t.function.name == req.tool_choice.function.name]
+def _forced_tools(req: ChatCompletionRequest, backend: str) -> list[tuple[Tool, dict[str, Any]]]:
+    """The tools a forced call may name, each with the parameter schema to generate with."""
+    assert req.tools and req.tool_choice is not None
+    named = None if isinstance(req.tool_choice, str) else req.tool_choice.function.name
+    out = []
+    for i, tool in enumerate(req.tools):
+        if named is None or tool.function.name == named:
+            param = f"tools[{i}].function.parameters"
+            schema = _parameters(tool, i)
+            check_enforceable(schema, backend, param)
+            out.append((tool, closed_objects(schema)))
+    return out
 
 
 def _compact(schema: dict[str, Any]) -> dict[str, Any]:
@@ -74,31 +81,31 @@ def _compact(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "x-guidance": guidance}
 
 
-def v11_grammar(tools: list[Tool], model: ModelInfo, *, parallel: bool) -> str:
+def v11_grammar(tools: list[tuple[Tool, dict[str, Any]]], model: ModelInfo, *, parallel: bool) -> str:
     """Lark (llguidance) grammar: one or more ``[TOOL_CALLS]name[ARGS]{json}`` calls, nothing else."""
     tc, args = model.vocab.special_id("[TOOL_CALLS]"), model.vocab.special_id("[ARGS]")
     lines = [f"start: {'fcall+' if parallel else 'fcall'}",
              "fcall: " + " | ".join(f"f{i}" for i in range(len(tools)))]
-    for i, tool in enumerate(tools):
-        schema = json.dumps(_compact(_parameters(tool, i)), separators=(",", ":"))
+    for i, (tool, parameters) in enumerate(tools):
+        schema = json.dumps(_compact(parameters), separators=(",", ":"))
         lines.append(f"f{i}: <[{tc}]> {json.dumps(tool.function.name)} <[{args}]> %json {schema}")
     return "\n".join(lines) + "\n"
 
 
-def pre_v11_schema(tools: list[Tool], *, parallel: bool) -> dict[str, Any]:
+def pre_v11_schema(tools: list[tuple[Tool, dict[str, Any]]], *, parallel: bool) -> dict[str, Any]:
     """JSON schema of the whole call array ``[{"name": …, "arguments": {…}}, …]``; each tool's
     local ``$ref``s are rewritten for the place its schema takes in it (``refs.relocate``)."""
     # Each tool's parameters live in the root's $defs (pointers through arrays such as
     # #/items/anyOf/0 are not followed by xgrammar), their own refs rewritten for that place.
-    defs = {f"arguments_{i}": relocate(_parameters(t, i), pointer("$defs", f"arguments_{i}"))
-            for i, t in enumerate(tools)}
+    defs = {f"arguments_{i}": relocate(parameters, pointer("$defs", f"arguments_{i}"))
+            for i, (_, parameters) in enumerate(tools)}
     variants = [{
         "type": "object",
         "properties": {"name": {"const": t.function.name},
                        "arguments": {"$ref": f"#/$defs/arguments_{i}"}},
         "required": ["name", "arguments"],
         "additionalProperties": False,
-    } for i, t in enumerate(tools)]
+    } for i, (t, _) in enumerate(tools)]
     schema: dict[str, Any] = {"$defs": defs, "type": "array", "minItems": 1,
                               "items": variants[0] if len(variants) == 1 else {"anyOf": variants}}
     if not parallel:
@@ -116,7 +123,7 @@ def plan_tools(req: ChatCompletionRequest, model: ModelInfo, *, compact_json: bo
         raise InvalidRequest("A forced tool call ('tool_choice' required or named) cannot be "
                              "combined with 'response_format' or 'structured_outputs'.",
                              param="tool_choice")
-    tools = _forced_tools(req)
+    tools = _forced_tools(req, model.structured_backend)
     parallel = req.parallel_tool_calls and isinstance(req.tool_choice, str)
     if model.vocab.special_id("[ARGS]") is not None:
         grammar = v11_grammar(tools, model, parallel=parallel)
