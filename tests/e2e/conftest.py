@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
 MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
+# Each tiny-model server holds ~3 GB (torch, vLLM, engine core, worker) plus its KV cache; the
+# tiny models need far less than the default cache, and at most POOL_SIZE run at once (24 GB).
+KV_CACHE_GIB = "1"
+POOL_SIZE = 4
 
 
 @dataclass
@@ -41,7 +46,7 @@ def start_server(name: str, args: list[str], env: dict[str, str] | None = None,
     port = free_port()
     log = CACHE / f"e2e-{name}.log"
     CACHE.mkdir(exist_ok=True)
-    full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "MSERVE_CACHE_DIR": str(CACHE),
+    full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB, "MSERVE_CACHE_DIR": str(CACHE),
                 **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), *args],
@@ -75,42 +80,70 @@ def stop_server(server: RunningServer) -> None:
 SCRIPTED = ["--logits-processors", "tests.e2e.scripted:ScriptedLogits"]
 
 
+class ServerPool:
+    """The tiny-model servers of a session, at most ``POOL_SIZE`` alive at once.
+
+    Asking for one that is not running starts it (stopping the least recently used first), so
+    every test gets a live server whatever ran before it; a server a test uses stays warm."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.running: OrderedDict[str, RunningServer] = OrderedDict()
+
+    def get(self, name: str, args: list[str]) -> RunningServer:
+        server = self.running.get(name)
+        if server is not None and server.process.poll() is None:
+            self.running.move_to_end(name)
+            return server
+        self.running.pop(name, None)
+        self.make_room(1)
+        server = start_server(name, args)
+        self.running[name] = server
+        return server
+
+    def make_room(self, servers: int) -> None:
+        """Stop the least recently used servers until ``servers`` more fit."""
+        while self.running and len(self.running) + servers > self.capacity:
+            _, oldest = self.running.popitem(last=False)
+            stop_server(oldest)
+
+    def close(self) -> None:
+        while self.running:
+            stop_server(self.running.popitem()[1])
+
+
 @pytest.fixture(scope="session")
-def tiny_server() -> Iterator[RunningServer]:
+def pool() -> Iterator[ServerPool]:
+    servers = ServerPool(POOL_SIZE)
+    yield servers
+    servers.close()
+
+
+@pytest.fixture()
+def tiny_server(pool: ServerPool) -> RunningServer:
     """The README default (embedded tiny v3 model), served under a real model id.
 
     It also loads the test-only scripted logits processor by qualified class name, as a user's
     custom processor would be."""
-    server = start_server("tiny-v3", ["--served-model-name", MODEL, *SCRIPTED])
-    yield server
-    stop_server(server)
+    return pool.get("tiny-v3", ["--served-model-name", MODEL, *SCRIPTED])
 
 
-def _tiny(kind: str, model_id: str) -> Iterator[RunningServer]:
-    server = start_server(f"tiny-{kind}", ["--served-model-name", model_id, "--tiny-tokenizer", kind,
-                                           *SCRIPTED])
-    yield server
-    stop_server(server)
+def _tiny(pool: ServerPool, kind: str, model_id: str, *extra: str, vision: bool = False) -> RunningServer:
+    name = f"tiny-{kind}" + ("-vision" if vision else "")
+    return pool.get(name, ["--served-model-name", model_id, "--tiny-tokenizer", kind, *SCRIPTED,
+                           *(("--tiny-vision", "--image-limit", "4") if vision else ()), *extra])
 
 
-@pytest.fixture(scope="session")
-def v11_server() -> Iterator[RunningServer]:
+@pytest.fixture()
+def v11_server(pool: ServerPool) -> RunningServer:
     """A tiny model with a v11 Tekken tokenizer ([TOOL_CALLS]name[ARGS]{…}, like Small 3.2)."""
-    yield from _tiny("v11-tekken", "mistralai/Mistral-Small-3.2-24B-Instruct-2506")
+    return _tiny(pool, "v11-tekken", "mistralai/Mistral-Small-3.2-24B-Instruct-2506")
 
 
-@pytest.fixture(scope="session")
-def v13_server() -> Iterator[RunningServer]:
+@pytest.fixture()
+def v13_server(pool: ServerPool) -> RunningServer:
     """A tiny model with a v13 Tekken tokenizer ([THINK] reasoning, like Ministral 3 Reasoning)."""
-    yield from _tiny("v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512")
-
-
-def _tiny_vision(kind: str, model_id: str, *extra: str) -> Iterator[RunningServer]:
-    server = start_server(f"tiny-{kind}-vision", [
-        "--served-model-name", model_id, "--tiny-tokenizer", kind, "--tiny-vision",
-        "--image-limit", "4", *SCRIPTED, *extra])
-    yield server
-    stop_server(server)
+    return _tiny(pool, "v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512")
 
 
 # Fetching is on for loopback only, so the tests can serve images from 127.0.0.1.
@@ -118,20 +151,20 @@ LOOPBACK_FETCH = ("--image-fetch", "--image-fetch-domains", "127.0.0.1", "--imag
                   "127.0.0.0/8", "--image-fetch-timeout", "2")
 
 
-@pytest.fixture(scope="session")
-def v11_vision_server() -> Iterator[RunningServer]:
+@pytest.fixture()
+def v11_vision_server(pool: ServerPool) -> RunningServer:
     """A tiny Pixtral-format model, v11 Tekken with an image section (like Small 3.2)."""
-    yield from _tiny_vision("v11-tekken", "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
-                            *LOOPBACK_FETCH)
+    return _tiny(pool, "v11-tekken", "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+                 *LOOPBACK_FETCH, vision=True)
 
 
-@pytest.fixture(scope="session")
-def v7_vision_server() -> Iterator[RunningServer]:
+@pytest.fixture()
+def v7_vision_server(pool: ServerPool) -> RunningServer:
     """A tiny Pixtral-format model, v7 Tekken (pre-v11 tool calls, like Small 3.1)."""
-    yield from _tiny_vision("v7-tekken", "mistralai/Mistral-Small-3.1-24B-Instruct-2503")
+    return _tiny(pool, "v7-tekken", "mistralai/Mistral-Small-3.1-24B-Instruct-2503", vision=True)
 
 
-@pytest.fixture(scope="session")
-def v13_vision_server() -> Iterator[RunningServer]:
+@pytest.fixture()
+def v13_vision_server(pool: ServerPool) -> RunningServer:
     """A tiny Pixtral-format model, v13 Tekken ([THINK] reasoning, like Ministral 3 Reasoning)."""
-    yield from _tiny_vision("v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512")
+    return _tiny(pool, "v13-tekken", "mistralai/Ministral-3-14B-Reasoning-2512", vision=True)

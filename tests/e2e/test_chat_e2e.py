@@ -103,7 +103,7 @@ def test_errors_from_the_real_server(tiny_server):
     long = {**BASIC, "messages": [{"role": "user", "content": "hello " * 5000}]}
     assert_error(post(tiny_server, long), 400, code="context_length_exceeded")
     big = httpx.post(tiny_server.url + "/v1/chat/completions", timeout=60,
-                     content=json.dumps({**BASIC, "pad": "x" * (30 * 1024 * 1024)}),
+                     content=json.dumps({**BASIC, "pad": "x" * (65 * 1024 * 1024)}),
                      headers={"content-type": "application/json"})
     assert_error(big, 413)
     assert post(tiny_server, BASIC).status_code == 200

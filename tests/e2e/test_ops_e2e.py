@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.api.harness import sse_events
-from tests.e2e.conftest import CACHE, ROOT, free_port, stop_server, RunningServer
+from tests.e2e.conftest import CACHE, KV_CACHE_GIB, ROOT, RunningServer, free_port, stop_server
 from tests.spec import assert_error
 
 pytestmark = pytest.mark.e2e
@@ -26,11 +26,12 @@ MODEL = "ops-tiny"
 
 
 @pytest.fixture(scope="module")
-def ops():
+def ops(pool):
     """A server started here so its startup can be watched: /ready and inference while loading."""
+    pool.make_room(1)  # it counts against the servers that may run at once
     port = free_port()
     log = CACHE / "e2e-ops.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "MSERVE_CACHE_DIR": str(CACHE)}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB, "MSERVE_CACHE_DIR": str(CACHE)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
          "--served-model-name", MODEL, "--max-inflight-requests", "2", "--drain-timeout", "20",
@@ -82,8 +83,8 @@ def test_http_up_before_engine_then_ready(ops):
 def test_admission_429_under_burst(ops):
     results: list[httpx.Response] = []
 
-    def one():
-        results.append(chat(ops, max_tokens=48, ignore_eos=True))
+    def one():  # each takes over a second here, so the six overlap
+        results.append(chat(ops, max_tokens=400, ignore_eos=True))
 
     threads = [threading.Thread(target=one) for _ in range(6)]
     for t in threads:
@@ -137,7 +138,9 @@ def test_json_logs_with_request_id(ops):
 
 
 def test_sigterm_drains_a_stream_in_flight(ops):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
+    # ~2000 tokens take several seconds here: the stream is surely running at SIGTERM, and ends
+    # well inside the 20 s drain window
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000,
             "ignore_eos": True, "stream": True}
     result: dict = {}
 
@@ -146,7 +149,11 @@ def test_sigterm_drains_a_stream_in_flight(ops):
 
     t = threading.Thread(target=consume)
     t.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while httpx.get(ops.url + "/status").json()["inflight_requests"] < 1:
+        assert time.monotonic() < deadline, "the stream never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
     os.kill(ops.process.pid, signal.SIGTERM)
     time.sleep(0.5)
     ready = httpx.get(ops.url + "/ready", timeout=5)
