@@ -8,12 +8,13 @@ on vLLM 0.32's backends (xgrammar 0.2.8 for SentencePiece models, llguidance 1.7
   schema), ``items``/``prefixItems``, ``minItems``/``maxItems``, ``enum``/``const`` (any JSON
   values), ``anyOf``/``oneOf``, ``$ref``/``$defs``/``definitions`` (recursion too),
   ``minLength``/``maxLength``, ``pattern``, ``minimum``/``maximum`` and the exclusive ones,
-  ``multipleOf``, and ``format`` date, date-time, time, email, uuid, uri, ipv4, ipv6, hostname;
+  ``multipleOf``, and ``format`` date, date-time, time, duration, email, uuid, uri, ipv4, ipv6,
+  hostname (other formats are annotations, as JSON Schema validators treat them by default);
   annotations (``title``, ``description``, ``default``, ``examples``…) are free;
 - neither enforces ``not``, ``if``/``then``/``else``, ``dependentRequired``/``dependentSchemas``,
   ``contains``, ``uniqueItems: true``, ``propertyNames``, ``unevaluated*``, ``$dynamicRef``;
 - xgrammar also not ``patternProperties``, ``minProperties``/``maxProperties`` or an ``allOf``
-  of more than one schema; llguidance merges ``allOf`` and enforces ``patternProperties``.
+  of more than one schema, which llguidance does enforce.
 
 Generation also closes objects: where a schema lists ``properties`` and says nothing about
 ``additionalProperties``, the backend is told ``false`` (xgrammar's strict mode does this for

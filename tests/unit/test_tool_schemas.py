@@ -191,3 +191,35 @@ def test_relocate_rewrites_local_refs_only():
     assert out["properties"]["$ref"] == {"type": "integer"}  # a property named "$ref"
     assert out["default"] == {"$ref": "#/$defs/A"}  # data
     assert pointer("a/b", "c~d") == "#/a~1b/c~0d"
+
+
+def test_closed_objects_close_what_is_open_and_nothing_else():
+    from server.chat.enforce import closed_objects
+
+    schema = {"type": "object", "properties": {
+        "open": {"type": "object", "properties": {"a": {"type": "integer"}}},
+        "said": {"type": "object", "properties": {"a": {}}, "additionalProperties": True},
+        "map": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "merged": {"allOf": [{"properties": {"a": {}}}, {"properties": {"b": {}}}]},
+        "data": {"const": {"properties": {"x": 1}}}},
+        "$defs": {"D": {"properties": {"z": {}}}}}
+    out = closed_objects(schema)
+    p = out["properties"]
+    assert out["additionalProperties"] is False and p["open"]["additionalProperties"] is False
+    assert p["said"]["additionalProperties"] is True and "additionalProperties" not in p["map"]["additionalProperties"]
+    assert all("additionalProperties" not in part for part in p["merged"]["allOf"])
+    assert p["data"] == schema["properties"]["data"] and out["$defs"]["D"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # a copy
+
+
+def test_unenforced_finds_keywords_where_they_are_and_ignores_data():
+    from server.chat.enforce import unenforced
+
+    assert unenforced({"properties": {"a/b": {"items": [{"not": {}}]}}}, "guidance") == ("not", "#/properties/a~1b/items/0/not")
+    assert unenforced({"const": {"not": 1}, "enum": [{"if": 1}], "default": {"contains": 1}}, "xgrammar") is None
+    assert unenforced({"properties": {"not": {"type": "string"}}}, "xgrammar") is None  # a property named "not"
+    assert unenforced({"allOf": [{"type": "object"}]}, "xgrammar") is None
+    assert unenforced({"allOf": [{}, {}]}, "xgrammar") == ("allOf", "#/allOf")
+    assert unenforced({"allOf": [{}, {}]}, "guidance") is None
+    assert unenforced({"uniqueItems": False}, "guidance") is None
+    assert unenforced({"$ref": "https://example.com/s.json"}, "guidance")[0].startswith("$ref")
