@@ -85,3 +85,39 @@ def test_unenforceable_keywords_name_the_param(tokenizer_dirs, kind, keyword, al
         r = client.post("/v1/chat/completions", json={
             "model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [tool("bad", schema)]})
         assert r.status_code == 200, r.text
+
+
+PYDANTIC_LIKE = {"$defs": {"Colour": {"enum": ["red", "blue"], "title": "Colour", "type": "string"},
+                           "Node": {"type": "object", "properties": {
+                               "colour": {"$ref": "#/$defs/Colour"},
+                               "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}, "default": []}},
+                               "required": ["colour"], "title": "Node"}},
+                 "type": "object", "properties": {"root": {"$ref": "#/$defs/Node"},
+                                                  "note": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                                                           "default": None}},
+                 "required": ["root"], "title": "Tree"}
+
+
+@pytest.mark.parametrize("kind", ["v3-spm", "v7-spm", "v3-tekken", "v7-tekken", "v11-tekken", "v13-tekken"])
+@pytest.mark.parametrize("choice", ["required", "named"])
+def test_every_generation_builds_a_constraint_its_backend_compiles(tokenizer_dirs, kind, choice):
+    import llguidance
+    import xgrammar as xgr
+
+    tools = [tool("grow", PYDANTIC_LIKE), tool("order", ITEM_A)]
+    tool_choice = "required" if choice == "required" else {"type": "function", "function": {"name": "grow"}}
+    with serve(tokenizer_dirs[kind], lambda p, s, i: [2]) as (client, fake):
+        constraint = forced(client, fake, tools, tool_choice)
+    if constraint.kind == "grammar":  # v11+: Lark for llguidance, each schema embedded whole
+        assert kind in ("v11-tekken", "v13-tekken")
+        error = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", constraint.value))
+    else:  # pre-v11: the call array's JSON schema
+        text = json.dumps(constraint.value)
+        if kind.endswith("spm"):
+            xgr.Grammar.from_json_schema(text, any_whitespace=False)
+            error = ""
+        else:
+            error = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("json_schema", text))
+        call = {"name": "grow", "arguments": {"root": {"colour": "red", "kids": [{"colour": "blue"}]}}}
+        assert Draft202012Validator(constraint.value).is_valid([call])
+    assert error == "", error
