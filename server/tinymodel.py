@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import mistral_common
 
 DATA_DIR = Path(mistral_common.__file__).parent / "data"
 
 # Bump when the files this module writes change, so cached tiny models are rebuilt.
-FORMAT = 4
+FORMAT = 5
 
 # name -> (source file in mistral_common/data, tekken version override or None)
 TOKENIZERS: dict[str, tuple[str, str | None]] = {
@@ -154,22 +155,32 @@ def build_tiny_model(
     tensors = {"model.embed_tokens.weight": rand(vocab, hidden_size),
                "model.norm.weight": torch.ones(hidden_size)}
     for i in range(num_layers):
-        p = f"model.layers.{i}."
-        tensors.update({
-            p + "self_attn.q_proj.weight": rand(heads * head_dim, hidden_size),
-            p + "self_attn.k_proj.weight": rand(kv, hidden_size),
-            p + "self_attn.v_proj.weight": rand(kv, hidden_size),
-            p + "self_attn.o_proj.weight": rand(hidden_size, heads * head_dim),
-            p + "mlp.gate_proj.weight": rand(inter, hidden_size),
-            p + "mlp.up_proj.weight": rand(inter, hidden_size),
-            p + "mlp.down_proj.weight": rand(hidden_size, inter),
-            p + "input_layernorm.weight": torch.ones(hidden_size),
-            p + "post_attention_layernorm.weight": torch.ones(hidden_size),
-        })
+        tensors.update(_layer(f"model.layers.{i}.", rand, hidden=hidden_size, q=heads * head_dim,
+                              kv=kv, inter=inter, mistral=False))
     save_file(tensors, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
     return _finish(tmp, out_dir, kind)
+
+
+# A decoder layer's weights: (role, HF name, Mistral name), in the order they are drawn.
+_LAYER = (("q", "self_attn.q_proj", "attention.wq"), ("k", "self_attn.k_proj", "attention.wk"),
+          ("v", "self_attn.v_proj", "attention.wv"), ("o", "self_attn.o_proj", "attention.wo"),
+          ("gate", "mlp.gate_proj", "feed_forward.w1"), ("up", "mlp.up_proj", "feed_forward.w3"),
+          ("down", "mlp.down_proj", "feed_forward.w2"))
+_NORMS = (("input_layernorm", "attention_norm"), ("post_attention_layernorm", "ffn_norm"))
+
+
+def _layer(prefix: str, rand: Any, *, hidden: int, q: int, kv: int, inter: int,
+           mistral: bool) -> dict[str, Any]:
+    """One layer's random weights (norms at one), under HF or Mistral (consolidated) names."""
+    import torch
+
+    shapes = {"q": (q, hidden), "k": (kv, hidden), "v": (kv, hidden), "o": (hidden, q),
+              "gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)}
+    out = {prefix + (m if mistral else h) + ".weight": rand(*shapes[role]) for role, h, m in _LAYER}
+    out.update({prefix + (m if mistral else h) + ".weight": torch.ones(hidden) for h, m in _NORMS})
+    return out
 
 
 def _finish(tmp: Path, out_dir: Path, label: str) -> Path:
@@ -226,18 +237,8 @@ def _write_pixtral(out: Path, kind: str, *, hidden_size: int, num_layers: int, h
                "output.weight": rand(vocab, hidden_size),
                "norm.weight": torch.ones(hidden_size)}
     for i in range(num_layers):
-        p = f"layers.{i}."
-        tensors.update({
-            p + "attention.wq.weight": rand(heads * head_dim, hidden_size),
-            p + "attention.wk.weight": rand(kv, hidden_size),
-            p + "attention.wv.weight": rand(kv, hidden_size),
-            p + "attention.wo.weight": rand(hidden_size, heads * head_dim),
-            p + "feed_forward.w1.weight": rand(inter, hidden_size),
-            p + "feed_forward.w2.weight": rand(hidden_size, inter),
-            p + "feed_forward.w3.weight": rand(inter, hidden_size),
-            p + "attention_norm.weight": torch.ones(hidden_size),
-            p + "ffn_norm.weight": torch.ones(hidden_size),
-        })
+        tensors.update(_layer(f"layers.{i}.", rand, hidden=hidden_size, q=heads * head_dim, kv=kv,
+                              inter=inter, mistral=True))
     # The vision side gets larger weights so that different images move the logits visibly.
     tensors.update({
         "vision_encoder.patch_conv.weight": rand(v_hidden, 3, patch, patch, scale=0.2),
@@ -248,17 +249,7 @@ def _write_pixtral(out: Path, kind: str, *, hidden_size: int, num_layers: int, h
         "vision_language_adapter.w_out.weight": rand(hidden_size, hidden_size, scale=0.2),
     })
     for i in range(v_layers):
-        p = f"vision_encoder.transformer.layers.{i}."
-        tensors.update({
-            p + "attention.wq.weight": rand(v_hidden, v_hidden),
-            p + "attention.wk.weight": rand(v_hidden, v_hidden),
-            p + "attention.wv.weight": rand(v_hidden, v_hidden),
-            p + "attention.wo.weight": rand(v_hidden, v_hidden),
-            p + "feed_forward.w1.weight": rand(v_inter, v_hidden),
-            p + "feed_forward.w2.weight": rand(v_hidden, v_inter),
-            p + "feed_forward.w3.weight": rand(v_inter, v_hidden),
-            p + "attention_norm.weight": torch.ones(v_hidden),
-            p + "ffn_norm.weight": torch.ones(v_hidden),
-        })
+        tensors.update(_layer(f"vision_encoder.transformer.layers.{i}.", rand, hidden=v_hidden,
+                              q=v_hidden, kv=v_hidden, inter=v_inter, mistral=True))
     save_file(tensors, str(out / "consolidated.safetensors"))
     (out / "params.json").write_text(json.dumps(params, indent=1))

@@ -10,6 +10,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -296,23 +297,27 @@ def test_unknown_part_types_name_the_part(v11):
 
 
 # -- fetching ---------------------------------------------------------------------------------------
-@pytest.fixture()
-def image_host() -> Iterator[str]:
-    """A loopback HTTP server: /cat.png, /moved (redirect to a private address), /slow."""
-    body = picture(7, (40, 30))
+@contextmanager
+def http_host(routes: dict[str, tuple]) -> Iterator[str]:
+    """A loopback HTTP server. ``routes``: path → ("ok", body, content type), ("redirect",
+    location) or ("stall",) (never answers); other paths are 404s."""
+    stop = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/cat.png":
+            route = routes.get(self.path, ("missing",))
+            if route[0] == "ok":
                 self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", route[2])
+                self.send_header("Content-Length", str(len(route[1])))
                 self.end_headers()
-                self.wfile.write(body)
-            elif self.path == "/moved":
+                self.wfile.write(route[1])
+            elif route[0] == "redirect":
                 self.send_response(302)
-                self.send_header("Location", "http://10.0.0.5/cat.png")
+                self.send_header("Location", route[1])
                 self.end_headers()
+            elif route[0] == "stall":
+                stop.wait(10)
             else:
                 self.send_response(404)
                 self.end_headers()
@@ -321,10 +326,21 @@ def image_host() -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+
+
+@pytest.fixture()
+def image_host() -> Iterator[str]:
+    """/cat.png, and /moved: a redirect to a private address."""
+    with http_host({"/cat.png": ("ok", picture(7, (40, 30)), "image/png"),
+                    "/moved": ("redirect", "http://10.0.0.5/cat.png")}) as url:
+        yield url
 
 
 def test_fetching_when_the_operator_allows_it(v11, image_host):

@@ -6,9 +6,7 @@ different images give different tokens or logprobs, the same image twice gives i
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +15,7 @@ from jsonschema import validate
 
 from server.tinymodel import write_tokenizer
 from tests.api.harness import sse_events
-from tests.api.test_images import data_url, picture, png_header
+from tests.api.test_images import data_url, http_host, picture, png_header
 from tests.conftest import tokenizer_for
 from tests.e2e.test_tools_e2e import script
 from tests.spec import assert_error, assert_valid
@@ -61,35 +59,9 @@ def trace(data: dict) -> list[tuple[str, float]]:
 @pytest.fixture()
 def image_host() -> Iterator[str]:
     """Loopback HTTP: /a.png (IMAGE_A), /moved (→ a private address), /slow (never answers)."""
-    stop = threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/a.png":
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(IMAGE_A)))
-                self.end_headers()
-                self.wfile.write(IMAGE_A)
-            elif self.path == "/moved":
-                self.send_response(302)
-                self.send_header("Location", "http://192.168.1.10/a.png")
-                self.end_headers()
-            elif self.path == "/slow":
-                stop.wait(10)
-            else:
-                self.send_response(404)
-                self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    stop.set()
-    server.shutdown()
+    with http_host({"/a.png": ("ok", IMAGE_A, "image/png"),
+                    "/moved": ("redirect", "http://192.168.1.10/a.png"), "/slow": ("stall",)}) as url:
+        yield url
 
 
 # -- images reach the model ------------------------------------------------------------------------
