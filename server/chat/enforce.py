@@ -14,7 +14,9 @@ on vLLM 0.32's backends (xgrammar 0.2.8 for SentencePiece models, llguidance 1.7
 - neither enforces ``not``, ``if``/``then``/``else``, ``dependentRequired``/``dependentSchemas``,
   ``contains``, ``uniqueItems: true``, ``propertyNames``, ``unevaluated*``, ``$dynamicRef``;
 - xgrammar also not ``patternProperties``, ``minProperties``/``maxProperties`` or an ``allOf``
-  of more than one schema, which llguidance does enforce.
+  of more than one schema, which llguidance does enforce; and xgrammar builds a string from its
+  ``format`` or its ``pattern`` alone, dropping ``minLength``/``maxLength`` beside either and a
+  ``pattern`` beside a ``format``.
 
 Generation also closes objects: where a schema lists ``properties`` and says nothing about
 ``additionalProperties``, the backend is told ``false`` (xgrammar's strict mode does this for
@@ -62,6 +64,8 @@ def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
                 return key, pointer(*path, key)
             if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
                 return "$ref (to another document)", pointer(*path, key)
+        if backend == "xgrammar" and (combo := _xgrammar_string_combo(node)) is not None:
+            return combo, pointer(*path)
         for key, value in node.items():
             if key in _DATA:
                 continue
@@ -75,6 +79,22 @@ def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
         return None
 
     return walk(schema, ())
+
+
+def _xgrammar_string_combo(node: dict[str, Any]) -> str | None:
+    """xgrammar builds a string from its ``format`` or its ``pattern`` alone: lengths beside
+    either, and a pattern beside a format, are dropped (measured). A ``minLength`` of 1 beside
+    a format holds anyway (no format matches the empty string)."""
+    shaped = [k for k in ("format", "pattern") if k in node]
+    if not shaped:
+        return None
+    lengths = [k for k in ("minLength", "maxLength") if k in node
+               and not (k == "minLength" and "format" in node and node[k] <= 1)]
+    if lengths:
+        return f"{lengths[0]}' together with '{shaped[0]}"
+    if len(shaped) == 2:
+        return "pattern' together with 'format"
+    return None
 
 
 def check_enforceable(schema: Any, backend: str, param: str) -> None:

@@ -223,3 +223,21 @@ def test_unenforced_finds_keywords_where_they_are_and_ignores_data():
     assert unenforced({"allOf": [{}, {}]}, "guidance") is None
     assert unenforced({"uniqueItems": False}, "guidance") is None
     assert unenforced({"$ref": "https://example.com/s.json"}, "guidance")[0].startswith("$ref")
+
+
+def test_xgrammar_string_combinations_it_drops_are_named():
+    from server.chat.enforce import unenforced
+
+    url = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083}  # pydantic HttpUrl
+    assert unenforced({"properties": {"u": url}}, "xgrammar") == ("maxLength' together with 'format", "#/properties/u")
+    assert unenforced({"properties": {"u": url}}, "guidance") is None
+    assert unenforced({"type": "string", "format": "email", "minLength": 1}, "xgrammar") is None
+    assert unenforced({"type": "string", "pattern": "^a+$", "maxLength": 3}, "xgrammar")[0] == "maxLength' together with 'pattern"
+    assert unenforced({"type": "string", "pattern": "^a", "format": "email"}, "xgrammar")[0] == "pattern' together with 'format"
+    assert unenforced({"type": "string", "maxLength": 3}, "xgrammar") is None
+    # the combinations that are refused are the ones xgrammar really drops
+    from xgrammar.testing import _is_grammar_accept_string
+
+    grammar = xgr.Grammar.from_json_schema(json.dumps({"type": "string", "pattern": "^a+$", "maxLength": 3}),
+                                           any_whitespace=False)
+    assert _is_grammar_accept_string(grammar, '"aaaaaa"')  # if xgrammar learns it, relax the rule
