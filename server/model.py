@@ -114,6 +114,13 @@ def vision_setup(settings: Settings, model_dir: Path, tokenizer: MistralTokenize
             log.warning("the preset says vision, but %s has no Mistral-format vision encoder "
                         "(params.json): images are refused", model_dir)
         return None, 0
+    if (model_dir / "config.json").is_file() and settings.engine_args.get("config_format") != "mistral":
+        # vLLM would load the HF config (Mistral3ForConditionalGeneration), which expands every
+        # [IMG] of the rendered prompt again
+        log.warning("%s has a vision encoder but would load as an HF checkpoint: images are "
+                    "refused; set engine_args config_format and load_format to 'mistral' (as the "
+                    "presets do) to serve them", model_dir)
+        return None, 0
     limits = settings.engine_args.get("limit_mm_per_prompt") or {}
     limit = limits.get("image", settings.image_limit) if isinstance(limits, dict) else settings.image_limit
     return encoder.image_config, int(limit)

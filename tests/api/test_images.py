@@ -196,6 +196,18 @@ def test_models_report_vision(v11, tokenizer_dirs):
 
 
 # -- models that cannot see -----------------------------------------------------------------------
+def test_hf_layout_vision_checkpoints_serve_images_only_in_mistral_format(tmp_path):
+    """With a config.json vLLM would load Mistral3ForConditionalGeneration, which expands the
+    rendered [IMG] grids again: images only with config_format mistral."""
+    directory = vision_dir(tmp_path, "v11-tekken")
+    (directory / "config.json").write_text(json.dumps({"architectures": ["Mistral3ForConditionalGeneration"]}))
+    with serve(directory, lambda p, s, i: []) as (client, _):
+        assert client.get("/v1/models").json()["data"][0]["capabilities"]["vision"] is False
+    with serve(directory, lambda p, s, i: [], engine_args={"config_format": "mistral",
+                                                           "load_format": "mistral"}) as (client, _):
+        assert client.get("/v1/models").json()["data"][0]["capabilities"]["vision"] is True
+
+
 def test_text_only_models_refuse_images_clearly(v11, tokenizer_dirs):
     body = ask(image_part(data_url(picture(1))))
     for directory, settings in ((tokenizer_dirs["v11-tekken"], {}), (tokenizer_dirs["v3-spm"], {}),
