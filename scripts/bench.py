@@ -1,17 +1,30 @@
 """Closed-loop streaming load against any OpenAI-compatible server, and a side-by-side mode.
 
-    # load against a running server (ours, vLLM's, anything OpenAI-compatible)
+    # load against a running server (ours, vLLM's, anything OpenAI-compatible); --pid adds the
+    # CPU time of that process per output token
     .venv/bin/python scripts/bench.py run --base-url http://127.0.0.1:8000/v1 --model tiny-mistral \
-        --concurrency 1 16 64 --duration 20
+        --concurrency 1 16 64 256 --duration 20 [--pid PID]
 
-    # start our server and vLLM's own server on the same tiny model and engine settings, measure
-    # them alternately at several concurrencies plus the in-process engine ceiling, and write
-    # docs/benchmarks.md (table) and docs/benchmarks.png (plot)
-    .venv/bin/python scripts/bench.py compare
+    # our server, then vLLM's own server, then the in-process engine ceiling, one at a time, on
+    # the same tiny model and engine settings; writes docs/benchmarks.md and docs/benchmarks.png
+    .venv/bin/python scripts/bench.py compare [--mode sequential|alternate]
 
-The load generator is raw asyncio over HTTP/1.1 keep-alive connections (no client library) so
-it takes as little of the CPU it measures as possible. Each worker sends a streaming request
-(``ignore_eos``, fixed ``max_tokens``), waits for ``[DONE]``, and sends the next one.
+    # rewrite the report from the last compare run's numbers (.cache/bench-compare.json)
+    .venv/bin/python scripts/bench.py compare --report-only
+
+The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
+no client library, in a process of its own so it takes as little as possible of the CPU it
+measures and its own CPU time can be reported. Each worker sends a streaming request
+(``ignore_eos``, fixed ``max_tokens``, usage in the last chunk), reads it to the end, and sends
+the next one.
+
+Every point is measured in steady state: workers start spread over about one stream's duration,
+a warm-up lasts until every worker has finished one stream, then a window of ``--duration``
+seconds is measured and the workers are stopped. Output tokens in the window are the content
+frames that arrived in it times the tokens per frame of the finished streams (usage), TTFT is
+the first non-empty content frame, ITL the gap between content frames. The server's API-process
+CPU time (utime + stime of the launched PID only, ``/proc/<pid>/stat``) is read at both ends of
+the window: CPU per output token is the frontend's cost, excluding the engine core process.
 """
 
 from __future__ import annotations
@@ -25,41 +38,57 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Explain Mistral models in three short bullet points."
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RESULTS = ROOT / ".cache" / "bench-compare.json"
 
 
 @dataclass
 class Result:
     concurrency: int
-    duration: float
-    requests: int = 0
-    errors: int = 0
-    tokens: int = 0
+    duration: float = 0.0            # the measured window, s
+    requests: int = 0                # streams finished in the window
+    errors: int = 0                  # failed streams, warm-up included
+    tokens: float = 0.0              # output tokens delivered in the window
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
-    rss_mb: float | None = None
-
-    def arrival(self, started: float, previous: float | None) -> float:
-        """Record one output arrival: TTFT for the first of a stream, ITL after. Returns now."""
-        now = time.perf_counter()
-        if previous is None:
-            self.ttft.append(now - started)
-        else:
-            self.itl.append(now - previous)
-        return now
+    rss_mb: float | None = None      # peak RSS of the server's process tree in the window
+    api_cpu: float | None = None     # CPU s of the server's API process (the launched PID)
+    engine_cpu: float | None = None  # CPU s of its child processes (vLLM's engine core)
+    client_cpu: float | None = None  # CPU s of the load generator's process
+    machine_cpu: float | None = None  # CPU s of the whole machine (/proc/stat): the rest is others'
+    warmup: float = 0.0
 
     @property
     def tok_s(self) -> float:
-        return self.tokens / self.duration
+        return self.tokens / self.duration if self.duration else float("nan")
 
     @property
     def req_s(self) -> float:
-        return self.requests / self.duration
+        return self.requests / self.duration if self.duration else float("nan")
+
+    @property
+    def api_us_per_token(self) -> float:
+        return self.api_cpu / self.tokens * 1e6 if self.api_cpu is not None and self.tokens else float("nan")
+
+    def share(self, cpu: float | None) -> float:
+        """CPU seconds as % of one core over the window."""
+        return cpu / self.duration * 100 if cpu is not None and self.duration else float("nan")
+
+    @property
+    def other_cpu(self) -> float | None:
+        """CPU s the machine spent outside the server's processes and the load generator."""
+        if self.machine_cpu is None:
+            return None
+        ours = sum(v for v in (self.api_cpu, self.engine_cpu, self.client_cpu) if v is not None)
+        return max(0.0, self.machine_cpu - ours)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -69,116 +98,28 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
 
 
-# -- a minimal streaming HTTP/1.1 client ------------------------------------------------------
-class Connection:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    async def stream(self, path: str, body: bytes, headers: dict[str, str]):
-        """POST and yield the raw SSE payloads (bytes after 'data: ')."""
-        if self.writer is None or self.writer.is_closing():
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                + "\r\n").encode()
-        self.writer.write(head + body)
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        chunked, length = False, None
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            key, _, value = line.decode().partition(":")
-            if key.lower() == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-            if key.lower() == "content-length":
-                length = int(value)
-        if status != 200:
-            data = await self.reader.readexactly(length) if length else b""
-            raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
-        buffer = b""
-        while True:
-            if chunked:
-                size = int((await self.reader.readline()).strip(), 16)
-                data = await self.reader.readexactly(size + 2)
-                if size == 0:
-                    return
-                buffer += data[:-2]
-            else:
-                data = await self.reader.read(65536)
-                if not data:
-                    return
-                buffer += data
-            while b"\n\n" in buffer:
-                frame, buffer = buffer.split(b"\n\n", 1)
-                frame = frame.replace(b"\r", b"")
-                if frame.startswith(b"data: "):
-                    payload = frame[6:]
-                    yield payload
-                    if payload == b"[DONE]":
-                        if not chunked:
-                            return
-                        # drain the terminating chunk so the connection can be reused
-                        while (await self.reader.readline()).strip() != b"0":
-                            pass
-                        await self.reader.readline()
-                        return
+# -- CPU time from /proc --------------------------------------------------------------------------
+def proc_cpu(pid: int) -> float:
+    """utime + stime of one process (all its threads, not its children), seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of the whole line
 
 
-async def worker(base: str, model: str, max_tokens: int, deadline: float, result: Result,
-                 api_key: str | None) -> None:
-    url = urlparse(base)
-    conn = Connection(url.hostname or "127.0.0.1", url.port or 80)
-    path = url.path.rstrip("/") + "/chat/completions"
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
-                       "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
-                       "stream": True, "stream_options": {"include_usage": True}}).encode()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    while time.perf_counter() < deadline:
-        start, last = time.perf_counter(), None
-        try:
-            async for payload in conn.stream(path, body, headers):
-                if payload == b"[DONE]":
-                    continue  # the stream ends itself after draining the chunk terminator
-                if b'"usage":{' in payload and b'"choices":[]' in payload:
-                    result.tokens += json.loads(payload)["usage"]["completion_tokens"]
-                    continue
-                if b'"content":"' in payload or b'"reasoning":"' in payload:
-                    last = result.arrival(start, last)
-            result.requests += 1
-        except Exception as exc:  # noqa: BLE001 - counted, connection reopened
-            result.errors += 1
-            if os.environ.get("BENCH_DEBUG"):
-                print(f"error: {exc!r}", file=sys.stderr)
-            conn.writer = None
-            await asyncio.sleep(0.1)
+def children_cpu(pid: int) -> float:
+    import psutil
 
-
-async def measure(base: str, model: str, concurrency: int, duration: float, max_tokens: int,
-                  api_key: str | None = None, pid: int | None = None) -> Result:
-    result = Result(concurrency, duration)
-    deadline = time.perf_counter() + duration
-    started = time.perf_counter()
-    rss: list[float] = []
-
-    async def sample() -> None:
-        while time.perf_counter() < deadline:
-            if pid:
-                rss.append(tree_rss_mb(pid))
-            await asyncio.sleep(1)
-
-    await asyncio.gather(sample(), *(worker(base, model, max_tokens, deadline, result, api_key)
-                                     for _ in range(concurrency)))
-    result.duration = time.perf_counter() - started
-    result.rss_mb = max(rss) if rss else None
-    return result
+    total = 0.0
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        return float("nan")
+    return total
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -192,19 +133,350 @@ def tree_rss_mb(pid: int) -> float:
         return float("nan")
 
 
+def machine_cpu() -> float:
+    """Busy CPU time of the whole machine, all cores, seconds."""
+    with open("/proc/stat", "rb") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # user nice system irq softirq steal
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# -- the closed loop ------------------------------------------------------------------------------
+class Stream:
+    """One request's arrivals; records TTFT / ITL / frames only while the window is open."""
+
+    __slots__ = ("load", "start", "last", "frames", "tokens")
+
+    def __init__(self, load: "Load", start: float) -> None:
+        self.load, self.start, self.last, self.frames, self.tokens = load, start, None, 0, 0
+
+    def arrive(self, now: float, tokens: int | None = None) -> None:
+        """An output frame arrived; ``tokens`` when its token count is known (in-process)."""
+        load = self.load
+        if load.measuring:
+            if self.last is None:
+                load.result.ttft.append(now - self.start)
+            else:
+                load.result.itl.append(now - self.last)
+            if tokens is None:
+                load.window_frames += 1
+            else:
+                load.window_tokens += tokens
+        self.last = now
+        self.frames += 1
+
+
+OneStream = Callable[[Stream], Awaitable[int]]  # runs one request, returns its output tokens
+
+
+class Load:
+    def __init__(self, concurrency: int, duration: float, pid: int | None = None, ramp: float = 0.0,
+                 warmup_cap: float = 120.0, min_warmup: float = 2.0, client_is_server: bool = False):
+        self.result = Result(concurrency)
+        self.c, self.duration, self.pid, self.ramp = concurrency, duration, pid, ramp
+        self.warmup_cap, self.min_warmup = warmup_cap, min_warmup
+        self.client_is_server = client_is_server
+        self.measuring = self.stopping = False
+        self.started = 0         # workers that finished at least one stream
+        self.frames = 0          # frames and tokens of every finished stream: tokens per frame
+        self.frame_tokens = 0
+        self.window_frames = 0
+        self.window_tokens = 0
+
+    async def worker(self, index: int, one: OneStream) -> None:
+        if self.ramp:
+            await asyncio.sleep(self.ramp * index / self.c)
+        finished_one = False
+        while not self.stopping:
+            stream = Stream(self, time.perf_counter())
+            try:
+                tokens = await one(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted; the connection is reopened
+                if self.stopping:
+                    return
+                self.result.errors += 1
+                if os.environ.get("BENCH_DEBUG"):
+                    print(f"error: {exc!r}", file=sys.stderr)
+                await asyncio.sleep(0.1)
+                continue
+            tokens = tokens or stream.frames  # no usage chunk: count a token per frame
+            if stream.frames:
+                self.frames += stream.frames
+                self.frame_tokens += tokens
+            if self.measuring:
+                self.result.requests += 1
+            if not finished_one:
+                finished_one = True
+                self.started += 1
+
+    def snapshot(self) -> tuple[float | None, float | None, float, float]:
+        if self.pid is None:
+            return None, None, self_cpu(), machine_cpu()
+        return proc_cpu(self.pid), children_cpu(self.pid), self_cpu(), machine_cpu()
+
+    async def run(self, make_one: Callable[[], OneStream]) -> Result:
+        tasks = [asyncio.ensure_future(self.worker(i, make_one())) for i in range(self.c)]
+        begin = time.perf_counter()
+        try:
+            while True:
+                waited = time.perf_counter() - begin
+                if waited >= self.warmup_cap or (self.started >= self.c and waited >= self.min_warmup):
+                    break
+                await asyncio.sleep(0.05)
+            r = self.result
+            r.warmup = time.perf_counter() - begin
+            api0, eng0, cli0, all0 = self.snapshot()
+            t0 = time.perf_counter()
+            self.measuring = True
+            rss: list[float] = []
+            while (left := t0 + self.duration - time.perf_counter()) > 0:
+                if self.pid:
+                    rss.append(tree_rss_mb(self.pid))
+                await asyncio.sleep(min(1.0, left))
+            self.measuring = False
+            r.duration = time.perf_counter() - t0
+            api1, eng1, cli1, all1 = self.snapshot()
+        finally:
+            self.stopping = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        per_frame = self.frame_tokens / self.frames if self.frames else 1.0
+        r.tokens = self.window_tokens + self.window_frames * per_frame
+        r.rss_mb = max(rss) if rss else None
+        r.machine_cpu = all1 - all0
+        if api0 is not None:
+            r.api_cpu, r.engine_cpu = api1 - api0, eng1 - eng0
+        if self.client_is_server:
+            r.api_cpu = cli1 - cli0
+        else:
+            r.client_cpu = cli1 - cli0
+        return r
+
+
+# -- a minimal streaming HTTP/1.1 client ------------------------------------------------------------
+CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"')
+
+
+class Connection:
+    """One keep-alive connection; parses chunked SSE straight from the socket's reads."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def _read(self) -> bytes:
+        assert self.reader is not None
+        data = await self.reader.read(65536)
+        if not data:
+            raise ConnectionError("connection closed by the server")
+        return data
+
+    @staticmethod
+    def _frames(sse: bytes, stream: Stream, now: float) -> bytes:
+        """Handle the complete SSE frames in ``sse``; returns the incomplete rest."""
+        *frames, rest = sse.split(b"\n\n")
+        for frame in frames:
+            if not frame.startswith(b"data: "):
+                continue  # comments (keep-alive pings)
+            for key in CONTENT:
+                i = frame.find(key)
+                if i >= 0 and frame[i + len(key):i + len(key) + 1] != b'"':  # non-empty text
+                    stream.arrive(now)
+                    break
+            else:
+                if b'"choices":[]' in frame and b'"usage":{' in frame:
+                    stream.tokens = json.loads(frame[6:])["usage"]["completion_tokens"]
+                elif frame.startswith(b'data: {"error"'):
+                    raise RuntimeError(f"error event: {frame[:200]!r}")
+        return rest
+
+    async def stream(self, request: bytes, stream: Stream) -> int:
+        """Send one streaming request, feed its frames to ``stream``; returns usage tokens."""
+        try:
+            return await self._stream(request, stream)
+        except BaseException:
+            self.close()
+            raise
+
+    async def _stream(self, request: bytes, stream: Stream) -> int:
+        if self.writer is None or self.writer.is_closing():
+            await self.open()
+        assert self.writer is not None
+        self.writer.write(request)
+        buf = b""
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            buf += await self._read()
+        now = time.perf_counter()
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        buf = buf[end + 4:]
+        status = int(lines[0].split()[1])
+        chunked, length, close = False, None, False
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            key, value = key.strip().lower(), value.strip().lower()
+            if key == "transfer-encoding" and "chunked" in value:
+                chunked = True
+            elif key == "content-length":
+                length = int(value)
+            elif key == "connection" and value == "close":
+                close = True
+        if status != 200:
+            while length and len(buf) < length:
+                buf += await self._read()
+            self.close()
+            raise RuntimeError(f"HTTP {status}: {buf[:200]!r}")
+        sse = b""
+        if not chunked:  # a length-delimited or connection-delimited body
+            while True:
+                sse = self._frames(sse + buf, stream, now)
+                if length is not None:
+                    length -= len(buf)
+                    if length <= 0:
+                        break
+                try:
+                    buf = await self._read()
+                except ConnectionError:
+                    if length is None:
+                        break
+                    raise
+                now = time.perf_counter()
+            if close or length is None:
+                self.close()
+            return stream.tokens
+        while True:
+            done = False
+            while (nl := buf.find(b"\r\n")) >= 0:
+                size = int(buf[:nl].split(b";", 1)[0], 16)
+                if size == 0:
+                    if len(buf) < nl + 4:
+                        break  # the final CRLF is still to come
+                    buf, done = buf[nl + 4:], True
+                    break
+                end = nl + 2 + size
+                if len(buf) < end + 2:
+                    break
+                sse += buf[nl + 2:end]
+                buf = buf[end + 2:]
+            if sse:
+                sse = self._frames(sse, stream, now)
+            if done:
+                if close:
+                    self.close()
+                return stream.tokens
+            buf += await self._read()
+            now = time.perf_counter()
+
+
+def http_streams(base: str, model: str, max_tokens: int, api_key: str | None) -> Callable[[], OneStream]:
+    url = urlparse(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
+                       "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
+                       "stream": True, "stream_options": {"include_usage": True}}).encode()
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+    request = (f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
+               ).encode() + body
+
+    def make() -> OneStream:
+        conn = Connection(host, port)
+
+        def one(stream: Stream) -> Awaitable[int]:
+            return conn.stream(request, stream)
+        return one
+    return make
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:
+        return asyncio.new_event_loop
+
+
+def http_point(base: str, model: str, concurrency: int, duration: float, max_tokens: int,
+               api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> dict[str, Any]:
+    """One measured point (runs in the load generator's process); a Result as a dict."""
+    load = Load(concurrency, duration, pid=pid, ramp=ramp)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        result = runner.run(load.run(http_streams(base, model, max_tokens, api_key)))
+    return asdict(result)
+
+
+class LoadClient:
+    """The load generator in a process of its own, apart from the orchestrator."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def measure(self, base: str, model: str, concurrency: int, duration: float, max_tokens: int,
+                api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> Result:
+        data = self.pool.submit(http_point, base, model, concurrency, duration, max_tokens,
+                                api_key, pid, ramp).result()
+        return Result(**data)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def __enter__(self) -> "LoadClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ramp_for(concurrency: int, max_tokens: int, previous: Result | None, cap: float) -> float:
+    """Spread the first requests over about one stream's duration (from the last point's rate),
+    so equal-length streams do not finish, and restart, in lockstep."""
+    if concurrency == 1 or previous is None or not previous.tok_s > 0:
+        return 0.0
+    return min(cap, concurrency * max_tokens / previous.tok_s)
+
+
+# -- tables -----------------------------------------------------------------------------------------
+def _f(value: float, fmt: str) -> str:
+    return "-" if value != value else format(value, fmt)  # NaN → "-"
+
+
+HEADER = ("| server | concurrency | output tok/s | req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | "
+          "ITL p99 ms | API CPU µs/token | API CPU % | engine CPU % | client CPU % | other CPU % | errors | RSS MB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
 def row(label: str, r: Result) -> str:
     ms = 1000
     rss = f"{r.rss_mb:.0f}" if r.rss_mb else "-"
-    return (f"| {label} | {r.concurrency} | {r.tok_s:.0f} | {r.req_s:.2f} | {pct(r.ttft, 50) * ms:.0f} | "
-            f"{pct(r.ttft, 90) * ms:.0f} | {pct(r.itl, 50) * ms:.1f} | {pct(r.itl, 90) * ms:.1f} | "
-            f"{r.errors} | {rss} |")
+    return (f"| {label} | {r.concurrency} | {r.tok_s:.0f} | {r.req_s:.2f} | {_f(pct(r.ttft, 50) * ms, '.0f')} | "
+            f"{_f(pct(r.ttft, 99) * ms, '.0f')} | {_f(pct(r.itl, 50) * ms, '.1f')} | "
+            f"{_f(pct(r.itl, 99) * ms, '.1f')} | {_f(r.api_us_per_token, '.0f')} | "
+            f"{_f(r.share(r.api_cpu), '.0f')} | {_f(r.share(r.engine_cpu), '.0f')} | "
+            f"{_f(r.share(r.client_cpu), '.0f')} | {_f(r.share(r.other_cpu), '.0f')} | {r.errors} | {rss} |")
 
 
-HEADER = ("| server | concurrency | output tok/s | req/s | TTFT p50 ms | TTFT p90 ms | ITL p50 ms | "
-          "ITL p90 ms | errors | RSS MB |\n|---|---|---|---|---|---|---|---|---|---|")
+# -- compare mode -----------------------------------------------------------------------------------
+OURS, VLLM, CEILING = "ours", "vLLM api_server", "engine (in-process)"
 
 
-# -- compare mode ------------------------------------------------------------------------------
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     """Ready means a one-token completion succeeds (servers differ in their health routes)."""
     import urllib.request
@@ -227,16 +499,21 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise RuntimeError("server not ready")
 
 
-def start(kind: str, model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start(kind: str, model_dir: Path, port: int, log: Path, max_num_seqs: int | None = None) -> subprocess.Popen:
+    """Our server or vLLM's, with the same engine settings: float32, eager, 4096 context, 2 GiB KV
+    cache (and the same ``max_num_seqs`` when given; vLLM's CPU default is 128)."""
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
     # float32: vLLM would downcast to bfloat16, which CPUs without AVX512-BF16 run far slower
-    common = ["--max-model-len", "4096", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
+    common = ["--max-model-len", "4096", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
+              "--enforce-eager"]
+    if max_num_seqs:
+        common += ["--max-num-seqs", str(max_num_seqs)]
     if kind == "ours":
         cmd = [sys.executable, "-m", "server", "--model", str(model_dir), "--served-model-name",
                "tiny", *common]
     else:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--served-model-name", "tiny", "--tokenizer-mode", "mistral", "--enforce-eager",
+               "--served-model-name", "tiny", "--tokenizer-mode", "mistral",
                "--no-enable-log-requests", *common]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -249,46 +526,153 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 async def engine_ceiling(model_dir: Path, concurrencies: list[int], duration: float,
-                         max_tokens: int) -> list[Result]:
-    """AsyncLLM in-process (our adapter, ids only): the most the frontend could get."""
+                         max_tokens: int, max_num_seqs: int | None) -> list[Result]:
+    """AsyncLLM in-process (our adapter, ids only): the most a frontend could get. Its "API CPU"
+    is this whole process: AsyncLLM's client side (output handler, stats) plus the load loop."""
     sys.path.insert(0, str(ROOT))
     from server.engine.base import SamplingSpec
     from server.engine.vllm_engine import EngineConfig, VllmEngine
 
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     config = EngineConfig(
         model_dir=str(model_dir), served_model_name="tiny", max_model_len=4096, device="cpu",
         tensor_parallel_size=1, pipeline_parallel_size=1, dtype="float32", gpu_memory_utilization=0.9,
-        max_num_seqs=None, enforce_eager=True, max_logprobs=20, compact_json=True,
+        max_num_seqs=max_num_seqs, enforce_eager=True, max_logprobs=20, compact_json=True,
         structured_backend="xgrammar", logits_processors=(), extra=())
     engine = await asyncio.to_thread(VllmEngine.start, config)
     prompt = list(range(1000, 1030))
-    results = []
+    counter = iter(range(10**9))
+
+    def make() -> OneStream:
+        async def one(stream: Stream) -> int:
+            spec = SamplingSpec(max_tokens=max_tokens, ignore_eos=True, temperature=1.0)
+            total = 0
+            async for batch in engine.generate(prompt, spec, f"bench-{next(counter)}"):
+                n = sum(len(delta.token_ids) for delta in batch)
+                total += n
+                stream.arrive(time.perf_counter(), n)
+            return total
+        return one
+
+    results: list[Result] = []
     try:
+        await Load(4, 3, min_warmup=1).run(make)  # warm-up
         for c in concurrencies:
-            result = Result(c, duration)
-            deadline = time.perf_counter() + duration
-            counter = iter(range(10**9))
-
-            async def one() -> None:
-                while time.perf_counter() < deadline:
-                    spec = SamplingSpec(max_tokens=max_tokens, ignore_eos=True, temperature=1.0)
-                    start_t, last = time.perf_counter(), None
-                    async for batch in engine.generate(prompt, spec, f"bench-{next(counter)}"):
-                        result.tokens += sum(len(delta.token_ids) for delta in batch)
-                        last = result.arrival(start_t, last)
-                    result.requests += 1
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(c)))
-            result.duration = time.perf_counter() - started
+            load = Load(c, duration, pid=os.getpid(), client_is_server=True,
+                        ramp=ramp_for(c, max_tokens, results[-1] if results else None, duration))
+            result = await load.run(make)
             results.append(result)
-            print(row("engine (in-process)", result), flush=True)
+            print(row(CEILING, result), flush=True)
     finally:
         await engine.shutdown()
     return results
+
+
+def merge(parts: list[Result]) -> Result:
+    merged = Result(parts[0].concurrency)
+    for p in parts:
+        merged.duration += p.duration
+        merged.requests += p.requests
+        merged.errors += p.errors
+        merged.tokens += p.tokens
+        merged.ttft += p.ttft
+        merged.itl += p.itl
+        merged.warmup += p.warmup
+        for name in ("api_cpu", "engine_cpu", "client_cpu", "machine_cpu"):
+            value = getattr(p, name)
+            if value is not None:
+                setattr(merged, name, (getattr(merged, name) or 0.0) + value)
+    rss = [p.rss_mb for p in parts if p.rss_mb]
+    merged.rss_mb = max(rss) if rss else None
+    return merged
+
+
+SERVERS = {OURS: ("ours", 18001), VLLM: ("vllm", 18002)}
+
+
+def measure_server(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
+                   args: argparse.Namespace, previous: Result | None) -> Result:
+    port = SERVERS[label][1]
+    return client.measure(f"http://127.0.0.1:{port}/v1", "tiny", c, duration, args.max_tokens,
+                          pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, duration))
+
+
+def compare_sequential(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
+    """One server on the machine at a time: ours at every concurrency, then vLLM's."""
+    results: dict[str, list[Result]] = {}
+    for label, (kind, port) in SERVERS.items():
+        proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+        results[label] = []
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)  # warm-up
+            for c in args.concurrency:
+                previous = results[label][-1] if results[label] else None
+                results[label].append(measure_server(client, label, proc, c, args.duration, args, previous))
+                print(row(label, results[label][-1]), flush=True)
+        finally:
+            stop(proc)
+    return results
+
+
+def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
+    """Both servers up at once, measured alternately (ABBA per concurrency) to cancel drift."""
+    procs = {label: start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+             for label, (kind, port) in SERVERS.items()}
+    results: dict[str, list[Result]] = {label: [] for label in SERVERS}
+    try:
+        for label, (_, port) in SERVERS.items():
+            wait_ready(f"http://127.0.0.1:{port}", procs[label])
+            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)
+        for c in args.concurrency:
+            parts: dict[str, list[Result]] = {label: [] for label in SERVERS}
+            order = list(SERVERS)
+            for _ in range(args.rounds):
+                for label in order:
+                    previous = results[label][-1] if results[label] else None
+                    parts[label].append(measure_server(client, label, procs[label], c,
+                                                       args.duration / args.rounds, args, previous))
+                order.reverse()
+            for label in SERVERS:
+                results[label].append(merge(parts[label]))
+                print(row(label, results[label][-1]), flush=True)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return results
+
+
+def compare(args: argparse.Namespace) -> None:
+    if args.report_only:
+        saved = json.loads(RESULTS.read_text())
+        results = {label: [Result(**r) for r in rs] for label, rs in saved["results"].items()}
+        write_report(results, argparse.Namespace(**{**vars(args), **saved["args"], "date": saved["date"]}))
+        return
+    sys.path.insert(0, str(ROOT))
+    from server.tinymodel import FORMAT, build_tiny_model
+
+    model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
+    print(HEADER, flush=True)
+    with LoadClient() as client:
+        if args.mode == "sequential":
+            results = compare_sequential(args, model_dir, client)
+        else:
+            results = compare_alternate(args, model_dir, client)
+    kept = {k: getattr(args, k) for k in ("mode", "concurrency", "duration", "max_tokens", "rounds",
+                                          "max_num_seqs")}
+
+    def save() -> None:
+        RESULTS.write_text(json.dumps({"args": kept, "date": time.strftime("%Y-%m-%d"),
+                                       "results": {k: [asdict(r) for r in rs] for k, rs in results.items()}}))
+    save()
+    results[CEILING] = asyncio.run(engine_ceiling(model_dir, args.concurrency, args.duration,
+                                                  args.max_tokens, args.max_num_seqs))
+    save()
+    write_report(results, args)
 
 
 def plot(rows: dict[str, list[Result]], path: Path) -> None:
@@ -296,71 +680,38 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
+    styles = {OURS: ("C0", "o", "-"), VLLM: ("C1", "s", "-"), CEILING: ("C2", "^", "--")}
     for label, results in rows.items():
+        color, marker, line = styles.get(label, (None, "o", "-"))
         xs = [r.concurrency for r in results]
-        ax1.plot(xs, [r.tok_s for r in results], marker="o", label=label)
-        if "engine" not in label:
-            ax2.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker="o", label=label)
-    ax1.set(xscale="log", xlabel="concurrent streams", ylabel="output tokens/s",
+        ax1.plot(xs, [r.tok_s for r in results], marker=marker, linestyle=line, color=color, label=label)
+        if label == CEILING:
+            ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, linestyle=line,
+                     color=color, label="AsyncLLM client, in-process (no HTTP)")
+            continue
+        ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, color=color, label=label)
+        ax3.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker=marker, color=color, label=label)
+    ax1.set(xscale="log", xlabel="concurrent streams", ylabel="output tokens/s", ylim=(0, None),
             title="Throughput (higher is better)")
-    ax2.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="TTFT p50 (ms)",
-            title="Time to first token (lower is better)")
-    for ax in (ax1, ax2):
+    ax2.set(xscale="log", xlabel="concurrent streams", ylabel="API-process CPU µs per output token",
+            ylim=(0, None), title="API-process CPU per token (lower is better)")
+    ax3.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="TTFT p50 (ms)",
+            title="TTFT p50 (lower is better; bimodal at 1)")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xticks([r.concurrency for r in next(iter(rows.values()))])
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def merge(parts: list[Result]) -> Result:
-    merged = Result(parts[0].concurrency, sum(p.duration for p in parts))
-    for p in parts:
-        merged.requests += p.requests
-        merged.errors += p.errors
-        merged.tokens += p.tokens
-        merged.ttft += p.ttft
-        merged.itl += p.itl
-    rss = [p.rss_mb for p in parts if p.rss_mb]
-    merged.rss_mb = max(rss) if rss else None
-    return merged
-
-
-def compare(args: argparse.Namespace) -> None:
-    """Both servers up at once, measured alternately (ABBA per concurrency) to cancel drift."""
-    sys.path.insert(0, str(ROOT))
-    from server.tinymodel import FORMAT, build_tiny_model
-
-    model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
-    logs = ROOT / ".cache"
-    servers = {"ours": ("ours", 18001), "vLLM api_server": ("vllm", 18002)}
-    procs = {label: start(kind, model_dir, port, logs / f"bench-{kind}.log")
-             for label, (kind, port) in servers.items()}
-    results: dict[str, list[Result]] = {label: [] for label in servers}
-    try:
-        for label, (_, port) in servers.items():
-            wait_ready(f"http://127.0.0.1:{port}", procs[label])
-            asyncio.run(measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 5, args.max_tokens))
-        for c in args.concurrency:
-            parts: dict[str, list[Result]] = {label: [] for label in servers}
-            order = list(servers)
-            for _ in range(args.rounds):
-                for label in order:
-                    base = f"http://127.0.0.1:{servers[label][1]}/v1"
-                    parts[label].append(asyncio.run(measure(
-                        base, "tiny", c, args.duration / args.rounds, args.max_tokens,
-                        pid=procs[label].pid)))
-                order.reverse()
-            for label in servers:
-                results[label].append(merge(parts[label]))
-                print(row(label, results[label][-1]), flush=True)
-    finally:
-        for proc in procs.values():
-            stop(proc)
-    results["engine (in-process)"] = asyncio.run(
-        engine_ceiling(model_dir, args.concurrency, args.duration, args.max_tokens))
-    write_report(results, args)
+def _ratio(a: float, b: float, fmt: str = ".2f") -> str:
+    return "-" if not (a == a and b == b and b) else f"{a / b:{fmt}}×"
 
 
 def write_report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
@@ -368,75 +719,142 @@ def write_report(results: dict[str, list[Result]], args: argparse.Namespace) -> 
     docs.mkdir(exist_ok=True)
     try:
         plot(results, docs / "benchmarks.png")
-        picture = "![throughput and TTFT](benchmarks.png)\n"
+        picture = "![throughput, API CPU per token and TTFT](benchmarks.png)\n"
     except ImportError:
         picture = "(matplotlib not installed: no plot)\n"
-    ours, theirs, ceiling = results["ours"], results["vLLM api_server"], results["engine (in-process)"]
+    ours, theirs, ceiling = results[OURS], results[VLLM], results[CEILING]
     ratios = []
     for a, b, e in zip(ours, theirs, ceiling):
-        ratios.append(f"| {a.concurrency} | {a.tok_s / b.tok_s:.2f}× | "
-                      f"{pct(a.ttft, 50) / pct(b.ttft, 50):.2f}× | {a.tok_s / e.tok_s:.0%} |")
+        ratios.append(f"| {a.concurrency} | {_ratio(a.tok_s, b.tok_s)} | "
+                      f"{_ratio(pct(a.ttft, 50), pct(b.ttft, 50))} | "
+                      f"{_ratio(a.api_us_per_token, b.api_us_per_token)} | "
+                      f"{a.tok_s / e.tok_s:.0%} | {b.tok_s / e.tok_s:.0%} |")
     import vllm
 
+    if args.mode == "sequential":
+        how = ("One server on the machine at a time: ours is started and measured at every "
+               "concurrency and stopped, then vLLM's, then the in-process engine ceiling "
+               "(`--mode alternate` keeps both servers up and measures them alternately instead).")
+    else:
+        how = (f"Both servers run at once and are measured alternately ({args.rounds} rounds per "
+               "point, order reversed each round) so machine drift hits both alike; the engine "
+               "ceiling runs after both are stopped.")
+    seqs = f"`max_num_seqs` {args.max_num_seqs} for both" if args.max_num_seqs else "vLLM's default `max_num_seqs`"
+    date = getattr(args, "date", None) or time.strftime("%Y-%m-%d")
     text = f"""# Benchmarks
 
-Generated by `.venv/bin/python scripts/bench.py compare` on {time.strftime('%Y-%m-%d')}.
+Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --duration {args.duration:g}` on {date}.
 
 - Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()},
   vLLM {vllm.__version__} (CPU build), no GPU.
 - Model: the tiny random `MistralForCausalLM` (hidden 256, 2 layers, v3 SentencePiece tokenizer),
-  `max_model_len` 4096, `enforce_eager`, `VLLM_CPU_KVCACHE_SPACE=2`.
-- Load: closed loop, each stream `max_tokens={args.max_tokens}` with `ignore_eos`, {args.duration:.0f} s per
-  point after a warm-up. Both servers run at once with the same engine settings and are
-  measured alternately ({args.rounds} rounds per point, order reversed each round) so machine
-  drift hits both alike; the engine ceiling is `AsyncLLM` in-process with no HTTP.
-- RSS is the server's whole process tree (API process + engine core), peak during the point.
+  float32, `enforce_eager`, `max_model_len` 4096, `VLLM_CPU_KVCACHE_SPACE=2`, {seqs} (so 256 streams
+  run in one batch on both; vLLM's CPU default is 128).
+- {how}
+- Load: closed loop, each stream `max_tokens={args.max_tokens}` with `ignore_eos` and usage in the last
+  chunk, from a load generator in a process of its own (raw asyncio HTTP/1.1 on uvloop). Every
+  point runs until each stream slot has finished one request (first requests spread over about
+  one stream's duration), then {args.duration:g} s are measured.
+- TTFT is the first non-empty content frame; ITL the gap between content frames (several tokens
+  can arrive in one frame when the client or the event loop falls behind).
+- **API CPU µs/token**: user + system CPU time of the server's API process only (the launched PID,
+  `/proc/<pid>/stat`, not vLLM's engine core process) over the window, divided by the output tokens
+  delivered in it. For the in-process ceiling it is that whole process (AsyncLLM's client side and
+  the load loop, no HTTP, no frontend). CPU % columns are shares of one core: API process, engine
+  core (the server's child processes), the load generator, and everything else on the machine
+  (`/proc/stat` minus those three: near 0 unless something else ran). RSS is the server's whole
+  process tree (API process + engine core), peak during the window.
 
 {picture}
 {HEADER}
 """ + "\n".join(row(label, r) for label, rs in results.items() for r in rs) + """
 
-| concurrency | ours / vLLM tok/s | ours / vLLM TTFT p50 | ours / engine ceiling |
-|---|---|---|---|
+| concurrency | ours / vLLM tok/s | ours / vLLM TTFT p50 | ours / vLLM API CPU per token | ours / engine ceiling | vLLM / engine ceiling |
+|---|---|---|---|---|---|
 """ + "\n".join(ratios) + f"""
 
 ## Reading the numbers
 
-Both servers drive the same `AsyncLLM`, so the engine ceiling bounds them both. On this machine
-vLLM's own server already reaches {theirs[-1].tok_s / ceiling[-1].tok_s:.0%} of the ceiling at
-concurrency {theirs[-1].concurrency}, so no frontend can be 2.5× faster than it here: the most any
-frontend could gain is {ceiling[1].tok_s / theirs[1].tok_s:.2f}× at concurrency
-{ceiling[1].concurrency} and {ceiling[-1].tok_s / theirs[-1].tok_s:.2f}× at {ceiling[-1].concurrency}.
-The HTTP runs also share the two cores with the load generator and the API process, which the
-in-process ceiling does not pay for. See `docs/performance.md` for the profile behind the
-streaming path and what bounds it.
+- **Throughput is the engine's.** Both servers drive the same `AsyncLLM` and reach
+  {_range([a.tok_s / e.tok_s * 100 for a, e in zip(ours, ceiling)])} % (ours) and {_range([b.tok_s / e.tok_s * 100 for b, e in zip(theirs, ceiling)])} % (vLLM's) of the
+  in-process ceiling; ours / vLLM tok/s is {_range2([a.tok_s / b.tok_s for a, b in zip(ours, theirs)])}×. The engine core keeps
+  {_range([r.share(r.engine_cpu) for r in ours + theirs])} % of the two cores busy (engine CPU %), so a frontend's savings cannot
+  show up as tokens/s on this machine.
+- **API CPU per token is where the frontends differ.** At concurrency {_slash([r.concurrency for r in ours], 'd')}: ours
+  {_slash([r.api_us_per_token for r in ours])} µs, vLLM's {_slash([r.api_us_per_token for r in theirs])} µs ({_range2([a.api_us_per_token / b.api_us_per_token for a, b in zip(ours, theirs)])}× of vLLM's). The
+  in-process row is AsyncLLM's own client side (receiving and decoding the engine core's outputs,
+  stats; no HTTP, no frontend): {_slash([r.api_us_per_token for r in ceiling])} µs. What a server spends above that is its
+  HTTP frontend: ours {_slash([a.api_us_per_token - e.api_us_per_token for a, e in zip(ours, ceiling)])} µs, vLLM's {_slash([b.api_us_per_token - e.api_us_per_token for b, e in zip(theirs, ceiling)])} µs per token.
+  `docs/performance.md` ("Frontend capacity") measures ours alone over an engine that costs
+  nothing, with a profile.
+- The cost per token falls from concurrency 1 to 16 because AsyncLLM's per-step work (one output
+  message per engine step) is shared by every request in the step; from 16 on it is flat.
+- **TTFT and ITL at concurrency 1 (and partly 16) are bimodal on both servers.** With one stream at
+  a time, a stream often reaches the client all at once at its end (TTFT ≈ the stream's duration,
+  ITL ≈ 0) instead of token by token. Which mode a window lands in varies from window to window
+  and between servers: in five 8 s windows at concurrency 1 on 2026-12-02, 11–100 % of ours' and
+  67–100 % of vLLM's streams got their first token only after 100 ms of a ~225 ms stream, and curl
+  saw the same. The in-process engine never showed it, so it comes from how a server process drives
+  `AsyncLLM`, not from the load generator (not root-caused yet); tokens/s is unaffected. Do not read
+  a TTFT ratio at concurrency 1 as a difference between the servers.
+- One server at a time keeps the other server's processes (~4 GB, its threads, its periodic stats
+  logging) off the measured machine. An idle engine core waits without spinning, so in a short
+  `--mode alternate` check on 2026-12-02 the rates matched these (ours / vLLM: 281 / 285 tok/s at concurrency 1,
+  1944 / 1903 at 16; API CPU 258 / 348 and 62 / 88 µs per token).
 """
     (docs / "benchmarks.md").write_text(text)
     print(f"wrote {docs / 'benchmarks.md'}")
 
 
+def _range(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
+
+
+def _range2(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    return f"{min(values):.2f}–{max(values):.2f}" if values else "-"
+
+
+def _slash(values: list[float], fmt: str = ".0f") -> str:
+    return "/".join(format(v, fmt) for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = parser.add_subparsers(dest="mode", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="load a running server")
     run.add_argument("--base-url", required=True)
     run.add_argument("--model", required=True)
     run.add_argument("--api-key")
-    for p in (run, sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")):
-        p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-        p.add_argument("--duration", type=float, default=20)
+    run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
+    cmp = sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")
+    cmp.add_argument("--mode", choices=["sequential", "alternate"], default="sequential",
+                     help="one server at a time (default), or both up and measured alternately")
+    cmp.add_argument("--rounds", type=int, default=2, help="alternations per point (alternate mode)")
+    cmp.add_argument("--max-num-seqs", type=int, default=256,
+                     help="engine batch size for both servers and the ceiling (0: vLLM's default)")
+    cmp.add_argument("--report-only", action="store_true",
+                     help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
+    for p in (run, cmp):
+        p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+        p.add_argument("--duration", type=float, default=20, help="measured seconds per point")
         p.add_argument("--max-tokens", type=int, default=64)
-        p.add_argument("--rounds", type=int, default=2, help="alternations per point (compare)")
     args = parser.parse_args()
-    if args.mode == "compare":
+    if args.command == "compare":
+        args.max_num_seqs = args.max_num_seqs or None
         compare(args)
         return
     print(HEADER)
-    for c in args.concurrency:
-        r = asyncio.run(measure(args.base_url, args.model, c, args.duration, args.max_tokens, args.api_key))
-        print(row(args.base_url, r), flush=True)
-        if r.errors:
-            print(f"  {r.errors} errors", file=sys.stderr)
+    previous = None
+    with LoadClient() as client:
+        for c in args.concurrency:
+            previous = client.measure(args.base_url, args.model, c, args.duration, args.max_tokens,
+                                      args.api_key, args.pid,
+                                      ramp_for(c, args.max_tokens, previous, args.duration))
+            print(row(args.base_url, previous), flush=True)
+            if previous.errors:
+                print(f"  {previous.errors} errors", file=sys.stderr)
 
 
 if __name__ == "__main__":
