@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from server.chat import schemas
-from server.chat.enforce import check_enforceable, closed_objects
+from server.chat.enforce import for_generation
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
 from server.model import ModelInfo
@@ -28,8 +28,7 @@ def _checked_schema(schema: Any, param: str, backend: str) -> dict[str, Any]:
     problem = schemas.problem(schema)
     if problem is not None:
         raise InvalidRequest(f"Invalid JSON schema: {problem}.", param=param)
-    check_enforceable(schema, backend, param)
-    return closed_objects(schema)
+    return for_generation(schema, backend, param)
 
 
 def _from_structured_outputs(req: ChatCompletionRequest, compact: bool, backend: str) -> Constraint:

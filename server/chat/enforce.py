@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.chat import schemas
 from server.chat.refs import pointer
 from server.errors import InvalidRequest
 
@@ -97,8 +98,11 @@ def _xgrammar_string_combo(node: dict[str, Any]) -> str | None:
     return None
 
 
-def check_enforceable(schema: Any, backend: str, param: str) -> None:
-    found = unenforced(schema, backend)
+def for_generation(schema: Any, backend: str, param: str) -> Any:
+    """The schema ``backend`` generates with (``closed_objects``), or a 400 naming the first
+    keyword it would not enforce. Both are remembered per schema: a repeat costs a lookup."""
+    found, closed = schemas.derived(f"generation/{backend}", schema,
+                                    lambda s: (unenforced(s, backend), closed_objects(s)))
     if found is not None:
         keyword, where = found
         raise InvalidRequest(
@@ -106,6 +110,7 @@ def check_enforceable(schema: Any, backend: str, param: str) -> None:
             f"backend ({backend}) cannot enforce; remove it or express it with the supported "
             "keywords (see the README's \"Structured outputs\").",
             param=param, code="unsupported_schema_keyword")
+    return closed
 
 
 def closed_objects(schema: Any) -> Any:

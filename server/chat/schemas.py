@@ -24,6 +24,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -105,14 +106,15 @@ def meta_validator() -> Draft202012Validator:
     return Draft202012Validator(merged, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def _key(schema: Any) -> bytes | None:
-    """The schema's canonical JSON (keys sorted); None if it has none (checked every time)."""
+def _key(schema: Any, *, sort: bool = True) -> bytes | None:
+    """The schema's canonical JSON (keys sorted unless ``sort`` is false: key order matters
+    where the schema is generated from); None if it has none (checked every time)."""
     try:
-        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS if sort else None)
     except orjson.JSONEncodeError:  # deeper than orjson goes, integers over 64 bits, ...
         pass
     try:
-        return json.dumps(schema, sort_keys=True, allow_nan=False, ensure_ascii=False,
+        return json.dumps(schema, sort_keys=sort, allow_nan=False, ensure_ascii=False,
                           separators=(",", ":")).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError, RecursionError):
         return None
@@ -139,6 +141,23 @@ def problem(schema: Any) -> str | None:
     outcome = _outcome(schema)
     _outcomes.keep(key, outcome)
     return outcome
+
+
+_derived = _Recent()
+
+
+def derived(kind: str, schema: Any, compute: Callable[[Any], Any]) -> Any:
+    """``compute(schema)``, remembered per ``kind`` and schema, key order included (treat the
+    value as read-only): what a request derives from a schema costs nothing the next time."""
+    key = _key(schema, sort=False)
+    if key is None:
+        return compute(schema)
+    key = kind.encode() + b"\0" + key
+    if _derived.recall(key):
+        return _derived[key]
+    value = compute(schema)
+    _derived.keep(key, value)
+    return value
 
 
 def request_schemas(req: ChatCompletionRequest) -> list[Any]:

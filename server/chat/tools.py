@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.chat import schemas
-from server.chat.enforce import check_enforceable, closed_objects
+from server.chat.enforce import for_generation
 from server.chat.refs import pointer, relocate
 from server.engine.base import Constraint
 from server.errors import InvalidRequest
@@ -70,9 +70,7 @@ def _forced_tools(req: ChatCompletionRequest, backend: str) -> list[tuple[Tool, 
     for i, tool in enumerate(req.tools):
         if named is None or tool.function.name == named:
             param = f"tools[{i}].function.parameters"
-            schema = _parameters(tool, i)
-            check_enforceable(schema, backend, param)
-            out.append((tool, closed_objects(schema)))
+            out.append((tool, for_generation(_parameters(tool, i), backend, param)))
     return out
 
 

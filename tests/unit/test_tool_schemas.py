@@ -241,3 +241,21 @@ def test_xgrammar_string_combinations_it_drops_are_named():
     grammar = xgr.Grammar.from_json_schema(json.dumps({"type": "string", "pattern": "^a+$", "maxLength": 3}),
                                            any_whitespace=False)
     assert _is_grammar_accept_string(grammar, '"aaaaaa"')  # if xgrammar learns it, relax the rule
+
+
+def test_what_generation_uses_is_remembered_per_schema_and_key_order():
+    from server.chat.enforce import for_generation
+
+    schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}}
+    first = for_generation(schema, "guidance", "p")
+    assert for_generation(json.loads(json.dumps(schema)), "guidance", "p") is first  # a repeat: looked up
+    reordered = for_generation({"type": "object", "properties": {"a": {"type": "string"},
+                                                                  "b": {"type": "integer"}}}, "guidance", "p")
+    assert list(reordered["properties"]) == ["a", "b"]  # generated in the client's order
+    assert first["additionalProperties"] is False and "additionalProperties" not in schema
+    with pytest.raises(Exception, match="uniqueItems") as caught:
+        for_generation({"type": "array", "uniqueItems": True}, "xgrammar", "tools[3].function.parameters")
+    assert caught.value.param == "tools[3].function.parameters"
+    with pytest.raises(Exception) as again:  # a remembered refusal names the new request's param
+        for_generation({"type": "array", "uniqueItems": True}, "xgrammar", "structured_outputs.json")
+    assert again.value.param == "structured_outputs.json"
