@@ -40,7 +40,7 @@ from server.errors import (
     error_body,
 )
 from server.model import ModelInfo
-from server.protocol import ChatCompletionRequest, image_parts, parse_request
+from server.protocol import ChatCompletionRequest, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +98,16 @@ class ChatService:
         self._check_model(req)
         await schemas.precheck(req)  # new JSON schemas are checked off the event loop
         images = await load_images(req, self.model, self.image_limits)  # decoded off the loop
-        return self.prepare_now(req, images)
+        return self._prepare_with(req, images)
 
     def _check_model(self, req: ChatCompletionRequest) -> None:
         if not self.model.accepts(req.model):
             raise ModelNotFound(f"The model '{req.model}' does not exist. This server serves "
                                 f"'{self.model.id}'.", param="model")
 
-    def prepare_now(self, req: ChatCompletionRequest,
-                    images: Sequence[Image.Image] = ()) -> Prepared:
-        """Everything but loading images (``prepare``); ``images`` in prompt order."""
-        self._check_model(req)
-        if len(images) != len(image_parts(req)):
-            raise ValueError("prepare_now needs the request's images: use prepare")
+    def _prepare_with(self, req: ChatCompletionRequest, images: Sequence[Image.Image]) -> Prepared:
+        """The rest of ``prepare``, once the model is checked and the images (in prompt order)
+        are loaded."""
         tools = plan_tools(req, self.model, compact_json=self.compact_json)
         prompt = self.renderer.render(req, include_tools=bool(req.tools), images=images)
         constraint = tools.constraint or constraint_for(req, self.model, compact_json=self.compact_json)
