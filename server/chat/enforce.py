@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.chat import schemas
-from server.chat.refs import pointer
+from server.chat.refs import DATA, SCHEMA_MAPS, pointer, rebuild
 from server.errors import InvalidRequest
 
 _BOTH = ("not", "if", "then", "else", "dependentRequired", "dependentSchemas", "contains",
@@ -39,9 +39,6 @@ UNENFORCED: dict[str, frozenset[str]] = {
     "xgrammar": frozenset(_BOTH + ("patternProperties", "minProperties", "maxProperties")),
     "guidance": frozenset(_BOTH),
 }
-_DATA = frozenset({"const", "enum", "default", "examples"})
-_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions",
-                          "dependentSchemas"})
 
 
 def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
@@ -68,9 +65,9 @@ def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
         if backend == "xgrammar" and (combo := _xgrammar_string_combo(node)) is not None:
             return combo, pointer(*path)
         for key, value in node.items():
-            if key in _DATA:
+            if key in DATA:
                 continue
-            if key in _SCHEMA_MAPS and isinstance(value, dict):
+            if key in SCHEMA_MAPS and isinstance(value, dict):
                 for name, sub in value.items():
                     if (found := walk(sub, (*path, key, name))) is not None:
                         return found
@@ -115,24 +112,13 @@ def for_generation(schema: Any, backend: str, param: str) -> Any:
 
 def closed_objects(schema: Any) -> Any:
     """``schema`` with ``additionalProperties: false`` wherever ``properties`` are listed and
-    ``additionalProperties`` is not said (a copy; data keywords untouched)."""
-    def walk(node: Any, close: bool = True) -> Any:
-        if isinstance(node, list):
-            return [walk(item, close) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in _DATA:
-                out[key] = value
-            elif key in _SCHEMA_MAPS and isinstance(value, dict):
-                out[key] = {name: walk(sub) for name, sub in value.items()}
-            else:  # the members of an allOf describe one object together: left open
-                out[key] = walk(value, close=key != "allOf")
-        if close and isinstance(node.get("properties"), dict) and not (
+    ``additionalProperties`` is not said (a copy; data keywords untouched). The members of an
+    ``allOf`` describe one object together and stay open."""
+    def close(node: dict[str, Any], keyword: str | None) -> dict[str, Any]:
+        if keyword != "allOf" and isinstance(node.get("properties"), dict) and not (
                 {"additionalProperties", "patternProperties", "unevaluatedProperties", "allOf"}
                 & node.keys()):
-            out["additionalProperties"] = False
-        return out
+            node["additionalProperties"] = False
+        return node
 
-    return walk(schema)
+    return rebuild(schema, close)

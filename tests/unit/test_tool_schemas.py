@@ -191,6 +191,10 @@ def test_relocate_rewrites_local_refs_only():
     assert out["properties"]["$ref"] == {"type": "integer"}  # a property named "$ref"
     assert out["default"] == {"$ref": "#/$defs/A"}  # data
     assert pointer("a/b", "c~d") == "#/a~1b/c~0d"
+    # names in $defs are names: a definition called "default" is a schema like any other
+    named = relocate({"$defs": {"default": {"$ref": "#/$defs/enum"}, "enum": {"type": "string"}}},
+                     pointer("$defs", "arguments_0"))
+    assert named["$defs"]["default"] == {"$ref": "#/$defs/arguments_0/$defs/enum"}
 
 
 def test_closed_objects_close_what_is_open_and_nothing_else():
