@@ -302,8 +302,7 @@ def _param(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif i >= 2 and str(loc[i - 2]).startswith("list[tagged-union["):
             continue  # the discriminator tag of a content part ("text", "thinking")
-        elif part in ("str", "list[TextPart]", "function-after[_schema_present(), ResponseFormat]",
-                      "function-before[_typed_parts(), union[str,list[tagged-union[TextPart,ImagePart]]]]"):
+        elif part in ("str", "list[TextPart]", "function-after[_schema_present(), ResponseFormat]"):
             continue
         elif part.startswith(("list[", "literal[", "function-")) or part in (
             "system", "developer", "user", "assistant", "tool", "NamedToolChoice", "dict[str,any]",
