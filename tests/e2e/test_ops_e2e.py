@@ -17,7 +17,6 @@ import time
 import httpx
 import pytest
 
-from tests.api.harness import sse_events
 from tests.e2e.conftest import CACHE, KV_CACHE_GIB, ROOT, RunningServer, free_port, stop_server
 from tests.spec import assert_error
 
@@ -142,18 +141,26 @@ def test_sigterm_drains_a_stream_in_flight(ops):
     # well inside the 20 s drain window
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000,
             "ignore_eos": True, "stream": True}
-    result: dict = {}
+    result: dict = {"lines": []}
+    started = threading.Event()
 
     def consume():
-        result["response"] = httpx.post(ops.url + "/v1/chat/completions", json=body, timeout=120)
+        # read the stream as it comes, so the test knows it is running (not a /status poll that
+        # can miss a request or see another one)
+        try:
+            with httpx.stream("POST", ops.url + "/v1/chat/completions", json=body, timeout=120) as r:
+                result["status"] = r.status_code
+                for line in r.iter_lines():
+                    result["lines"].append(line)
+                    if line.startswith("data:"):
+                        started.set()
+        finally:
+            started.set()
 
     t = threading.Thread(target=consume)
     t.start()
-    deadline = time.monotonic() + 30
-    while httpx.get(ops.url + "/status").json()["inflight_requests"] < 1:
-        assert time.monotonic() < deadline, "the stream never started"
-        time.sleep(0.05)
-    time.sleep(0.3)
+    assert started.wait(60), "the stream never started"
+    assert result.get("status") == 200 and t.is_alive(), result
     os.kill(ops.process.pid, signal.SIGTERM)
     time.sleep(0.5)
     ready = httpx.get(ops.url + "/ready", timeout=5)
@@ -161,7 +168,8 @@ def test_sigterm_drains_a_stream_in_flight(ops):
     t.join(120)
     assert ready.status_code == 503
     assert_error(refused, 503, code="server_draining")
-    events = sse_events(result["response"])
+    events = [json.loads(x[5:]) if x[5:].strip() != "[DONE]" else "[DONE]"
+              for x in result["lines"] if x.startswith("data:")]
     assert events[-1] == "[DONE]"
     finishes = [ch["finish_reason"] for c in events[:-1] if "choices" in c for ch in c["choices"] if ch["finish_reason"]]
     assert finishes == ["length"], events[-3:]
