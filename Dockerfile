@@ -31,6 +31,7 @@ RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; 
       "jsonschema>=4.20" \
       "pillow>=10" \
       "httpx>=0.27" \
+      "psycopg[binary]>=3.1" \
     && rm /tmp/image-constraints.txt
 
 # The project itself. It is installed in editable mode on purpose: the server finds its model

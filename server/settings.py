@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +73,14 @@ class Settings(BaseModel):
     image_fetch_networks: list[str] = Field(
         default_factory=list, description="Private networks (CIDR) fetching may reach anyway")
     image_fetch_timeout: float = Field(10, gt=0, description="Seconds for one image fetch")
+
+    # --- Responses API store -------------------------------------------------------
+    responses_store: str = Field(
+        "sqlite", description="Where stored responses live: 'sqlite' (a file under cache_dir), "
+        "'sqlite:////abs/path.db', 'postgresql://user:pass@host/db' (shared by replicas), or 'off'")
+    responses_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a stored response is kept")
+    responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most "
+                                    "(oldest go first)")
 
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -228,6 +237,12 @@ def load_settings(
     return settings, sources, args.print_config
 
 
+def redact_url(url: str) -> str:
+    """A database URL with its password (``user:password@`` or ``?password=``) masked."""
+    url = re.sub(r"^([^:/]+://[^:@/]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"(?<=[?&])password=[^&]*", "password=***", url)
+
+
 def describe(settings: Settings, sources: dict[str, str]) -> str:
     """Human-readable resolved configuration; secrets are masked."""
     lines = []
@@ -235,5 +250,7 @@ def describe(settings: Settings, sources: dict[str, str]) -> str:
         value = getattr(settings, key)
         if key == "api_keys":
             value = [f"<{len(value)} key(s)>"] if value else []
+        elif key == "responses_store":
+            value = redact_url(value)
         lines.append(f"{key:24} = {value!r:50} ({sources.get(key, 'default')})")
     return "\n".join(lines)

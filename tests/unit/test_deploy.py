@@ -489,3 +489,34 @@ def test_servicemonitor_scrapes_an_open_metrics_route(tmp_path: Path) -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--metrics-open" in args  # Prometheus has no API key
+
+
+def server_env(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    deployment = next(d for d in render_chart(values, tmp_path) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_chart_points_every_replica_at_one_responses_store(tmp_path: Path) -> None:
+    assert not [k for k in server_env({}, tmp_path) if k.startswith("MSERVE_RESPONSES")]
+
+    values = {"replicaCount": 3, "env": [{"name": "EXTRA", "value": "1"}],
+              "responses": {"storeSecret": {"name": "responses-db", "key": "url"},
+                            "ttl": 86400, "maxRows": 2500000}}
+    env = server_env(values, tmp_path)
+    assert env["MSERVE_RESPONSES_STORE"]["valueFrom"] == {
+        "secretKeyRef": {"name": "responses-db", "key": "url"}}
+    assert env["EXTRA"]["value"] == "1"
+    # The values reach the server as its own settings.
+    url = "postgresql://mserve:secret@postgres.db:5432/mserve"
+    settings, _, _ = load_settings([], env={
+        "MSERVE_RESPONSES_STORE": url, "MSERVE_RESPONSES_TTL": env["MSERVE_RESPONSES_TTL"]["value"],
+        "MSERVE_RESPONSES_MAX_ROWS": env["MSERVE_RESPONSES_MAX_ROWS"]["value"]})
+    assert (settings.responses_store, settings.responses_ttl, settings.responses_max_rows) == (
+        url, 86400, 2500000)
+
+    env = server_env({"responses": {"store": "off"}}, tmp_path)
+    assert env["MSERVE_RESPONSES_STORE"] == {"name": "MSERVE_RESPONSES_STORE", "value": "off"}
+    jsonschema.validate({**chart_values(), **values},
+                        json.loads((CHART / "values.schema.json").read_text()))
+    kubernetes_validate([d for d in render_chart(values, tmp_path) if d["kind"] == "Deployment"])

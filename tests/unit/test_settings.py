@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.settings import SettingsError, describe, load_settings
+from server.settings import SettingsError, describe, load_settings, redact_url
 
 
 def test_precedence_cli_over_env_over_file_over_preset(tmp_path):
@@ -74,3 +74,14 @@ def test_parallelism_is_checked_against_visible_gpus(monkeypatch):
     check_parallelism(multi, 4)  # pipeline stages on other nodes
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
     assert visible_gpus() == 2
+
+
+def test_print_config_masks_the_store_password():
+    url = "postgresql://mserve:hunter2@db.internal:5432/mserve"
+    settings, sources, _ = load_settings(["--print-config"], env={"MSERVE_RESPONSES_STORE": url})
+    text = describe(settings, sources)
+    assert "hunter2" not in text and "postgresql://mserve:***@db.internal:5432/mserve" in text
+    assert redact_url("postgres://u@h/db?sslmode=require&password=hunter2") == (
+        "postgres://u@h/db?sslmode=require&password=***")
+    for unchanged in ("sqlite", "sqlite:////var/lib/r.db", "postgresql://u@h:5432/db", "off"):
+        assert redact_url(unchanged) == unchanged

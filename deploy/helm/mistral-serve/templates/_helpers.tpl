@@ -38,3 +38,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "mistral-serve.configPath" -}}
 /etc/mistral-serve/config/config.yaml
 {{- end }}
+
+{{/* Where stored responses live (values: responses), as the server's environment variables. */}}
+{{- define "mistral-serve.responsesEnv" -}}
+{{- if .Values.responses.storeSecret.name }}
+- name: MSERVE_RESPONSES_STORE
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.responses.storeSecret.name }}
+      key: {{ .Values.responses.storeSecret.key }}
+{{- else if .Values.responses.store }}
+- name: MSERVE_RESPONSES_STORE
+  value: {{ .Values.responses.store | quote }}
+{{- end }}
+{{- if .Values.responses.ttl }}
+- name: MSERVE_RESPONSES_TTL
+  value: {{ .Values.responses.ttl | int | quote }}
+{{- end }}
+{{- if .Values.responses.maxRows }}
+- name: MSERVE_RESPONSES_MAX_ROWS
+  value: {{ .Values.responses.maxRows | int | quote }}
+{{- end }}
+{{- end }}
