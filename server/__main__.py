@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model_info(settings)
         keys = settings.resolved_api_keys()
         config = engine_config(settings, model)
+        state = ServerState(settings=settings, model=model, api_keys=keys)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -53,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     if model.embedded:
         log.warning("serving the embedded tiny model %r: its weights are random and so is its "
                     "text; pass --model /path/to/weights for a real model", model.id)
-    state = ServerState(settings=settings, model=model, api_keys=keys)
     app = create_app(state, lambda: asyncio.to_thread(VllmEngine.start, config))
 
     class DrainingServer(uvicorn.Server):

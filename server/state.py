@@ -19,6 +19,8 @@ from server import metrics
 from server.admission import Admission
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
+from server.responses.service import ResponsesService
+from server.responses.store import ResponseStore, open_store
 from server.engine.base import EngineClient
 from server.errors import Unavailable
 from server.model import ModelInfo
@@ -38,13 +40,16 @@ class ServerState:
     phase: Phase = "loading"
     engine: EngineClient | None = None
     service: ChatService | None = None
+    responses: ResponsesService | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
     admission: Admission = field(init=False)
+    store: ResponseStore | None = field(init=False)  # stored responses (/v1/responses)
 
     def __post_init__(self) -> None:
+        self.store = open_store(self.settings)  # a malformed responses_store fails start-up
         self.admission = Admission(self.settings.max_inflight_requests,
                                    self.settings.max_queued_requests)
         self._set_phase("loading")
@@ -73,6 +78,7 @@ class ServerState:
             on_engine_dead=self.fail,
             image_limits=ImageLimits.from_settings(self.settings),
         )
+        self.responses = ResponsesService(self.service, self.store)
         await self.service.warm_up()
         if self.phase == "loading":
             self._set_phase("ready")
@@ -114,6 +120,8 @@ class ServerState:
         log.info("drained")
 
     async def shutdown(self) -> None:
+        if self.store is not None:
+            await self.store.close()
         if self.engine is not None:
             await self.engine.shutdown()
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from parsers.base import OutputParser, ParseOptions
 from server.chat import schemas
-from server.chat.choice import ChoiceState
+from server.chat.choice import ChoiceState, Step
 from server.chat.constraints import constraint_for
 from server.chat.images import ImageLimits, load_images, tiny_png_data_url
 from server.chat.mistral import MistralDeltas, mistral_response
@@ -221,6 +221,29 @@ class ChatService:
             "usage": self._usage(prep, choices),
         }
         return mistral_response(body) if prep.request.mistral_output else body
+
+    # -- one choice, as parser steps (the Responses API shapes these itself) -------------
+    async def steps(self, prep: Prepared) -> AsyncIterator[tuple[CompletionDelta, Step]]:
+        """The engine deltas of a one-choice request with their parsed steps. Call ``_start``
+        first (``open``) so engine-side 4xxs happen before any output; closing this iterator
+        early aborts the engine request."""
+        choice = self._choices(prep)[0]
+        steps = await self._start(prep)
+        finished = False
+        try:
+            async for batch in steps:
+                for delta in batch:
+                    if not choice.done:
+                        yield delta, choice.push(delta)
+                if choice.failed:
+                    raise EngineFailure("The request was aborted by the engine.")
+                if _cut_short([choice]):
+                    break
+            finished = True
+        finally:
+            await steps.aclose()
+            if _needs_abort(finished, [choice]):
+                await self.engine.abort(prep.request_id)
 
     # -- streaming ---------------------------------------------------------------------
     async def open_stream(self, prep: Prepared) -> AsyncIterator[bytes]:

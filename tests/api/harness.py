@@ -28,7 +28,8 @@ def text_tokens(tokenizer: Any, text: str, eos: bool = True) -> list[int]:
 @contextmanager
 def serve(model_dir: Path, script: Script, *, engine: FakeEngine | None = None,
           **settings: Any) -> Iterator[tuple[TestClient, FakeEngine]]:
-    opts: dict[str, Any] = {"model": str(model_dir), "served_model_name": MODEL}
+    opts: dict[str, Any] = {"model": str(model_dir), "served_model_name": MODEL,
+                            "responses_store": "off"}  # tests that use the store pass their own
     opts.update(settings)
     config = Settings(**opts)
     model = load_model_info(config)

@@ -1,0 +1,244 @@
+"""``/v1/responses``: the conversation from the store, the chat pipeline, the answer back to it.
+
+    previous_response_id ──store.chain──▶ earlier items ┐
+    input items ──normalise──────────────────────────────┴─▶ convert.to_chat ─▶ ChatService.prepare
+    ChatService.steps ─▶ ResponseBuilder (events) ─▶ JSON or SSE ─▶ store.put (store: true)
+
+Everything that can be refused is refused before the first byte: the stored chain is read, the
+store pinged (when the response is to be kept) and the chat request fully prepared first.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from parsers.events import ReasoningDelta
+from server.chat.choice import Step
+from server.chat.service import ChatService, Prepared
+from server.engine.base import CompletionDelta
+from server.errors import APIError, InvalidRequest, NotFound, Unavailable
+from server.responses.convert import normalise_input, rename_param, to_chat
+from server.responses.output import ResponseBuilder
+from server.responses.protocol import ResponsesRequest
+from server.responses.store import ResponseStore, StoredResponse, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def store_down(exc: StoreUnavailable) -> Unavailable:
+    return Unavailable(f"The response store is unavailable ({exc}); retry shortly, or send "
+                       "'store': false without 'previous_response_id'.", code="store_unavailable",
+                       headers={"Retry-After": "5"})
+
+
+def not_found(response_id: str, param: str | None = None) -> NotFound:
+    return NotFound(f"No response with id {response_id!r} was found (it may have expired, been "
+                    "deleted, or belong to another API key).", param=param,
+                    code="previous_response_not_found" if param else "response_not_found")
+
+
+class Run:
+    """One prepared response: what the builder needs, and the steps to feed it."""
+
+    def __init__(self, req: ResponsesRequest, owner: str, prep: Prepared, items: list[dict[str, Any]],
+                 builder: ResponseBuilder, steps: AsyncIterator[tuple[CompletionDelta, Step]]) -> None:
+        self.req, self.owner, self.prep, self.items = req, owner, prep, items
+        self.builder, self.steps = builder, steps
+        self.output_tokens = 0
+        self.reasoning_tokens = 0
+        self.finish_reason: str | None = None
+
+    def push(self, delta: CompletionDelta, step: Step) -> list[dict[str, Any]]:
+        self.output_tokens += len(delta.token_ids)
+        if step.events and all(isinstance(e, ReasoningDelta) for e in step.events):
+            self.reasoning_tokens += len(delta.token_ids)
+        if step.finish_reason is not None:
+            self.finish_reason = step.finish_reason
+        return self.builder.push(step)
+
+    def finish(self) -> list[dict[str, Any]]:
+        prompt = len(self.prep.prompt_ids)
+        usage = {"input_tokens": prompt,
+                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                 "output_tokens": self.output_tokens,
+                 "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+                 "total_tokens": prompt + self.output_tokens}
+        return self.builder.finish(usage, self.finish_reason)
+
+
+class ResponsesService:
+    def __init__(self, chat: ChatService, store: ResponseStore | None) -> None:
+        self.chat = chat
+        self.store = store
+
+    # -- create ------------------------------------------------------------------------
+    async def _history(self, req: ResponsesRequest, owner: str) -> list[dict[str, Any]]:
+        if req.previous_response_id is None:
+            return []
+        if self.store is None:
+            raise InvalidRequest("'previous_response_id' needs stored responses, which are off on "
+                                 "this server; send the whole conversation in 'input'.",
+                                 param="previous_response_id", code="store_disabled")
+        try:
+            chain = await self.store.chain(req.previous_response_id, owner)
+        except StoreUnavailable as exc:
+            raise store_down(exc) from None
+        if chain is None:
+            raise not_found(req.previous_response_id, "previous_response_id")
+        return [item for record in chain for item in (*record.input_items, *record.response["output"])]
+
+    async def start(self, req: ResponsesRequest, owner: str) -> Run:
+        """Validate everything and start generating (engine 4xxs included)."""
+        history = await self._history(req, owner)
+        if req.store and self.store is not None and req.previous_response_id is None:
+            try:
+                await self.store.ping()
+            except StoreUnavailable as exc:
+                raise store_down(exc) from None
+        items = normalise_input(req)
+        chat_req, origins = to_chat(req, history, items)
+        try:
+            prep = await self.chat.prepare(chat_req)
+        except APIError as err:
+            raise rename_param(err, origins) from None
+        builder = ResponseBuilder(self._skeleton(req, prep))
+        steps = self.chat.steps(prep)
+        try:
+            first = await anext(steps)
+        except StopAsyncIteration:
+            first = None
+        except APIError as err:
+            raise rename_param(err, origins) from None
+        return Run(req, owner, prep, items, builder, _prepend(first, steps))
+
+    def _skeleton(self, req: ResponsesRequest, prep: Prepared) -> dict[str, Any]:
+        fmt = req.text.format.model_dump(by_alias=True, exclude_none=True)
+        return {
+            "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": prep.created,
+            "status": "in_progress", "completed_at": None, "error": None, "incomplete_details": None,
+            "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
+            "model": self.chat.model.id, "output": [], "parallel_tool_calls": req.parallel_tool_calls,
+            "previous_response_id": req.previous_response_id,
+            "reasoning": ({"effort": req.reasoning.effort, "summary": req.reasoning.summary}
+                          if req.reasoning else None),
+            "store": bool(req.store and self.store is not None),
+            "temperature": _or(prep.plan.sampling.temperature, 1.0),
+            "top_p": _or(prep.plan.sampling.top_p, 1.0),
+            "text": {"format": fmt}, "tool_choice": req.tool_choice,
+            "tools": [{"type": "function", "name": t.get("name"), "description": t.get("description"),
+                       "parameters": t.get("parameters"), "strict": t.get("strict")} for t in req.tools],
+            "top_logprobs": req.top_logprobs, "truncation": "disabled",
+            **({"user": req.user} if req.user is not None else {}), "metadata": req.metadata or {}, "background": False,
+            "max_tool_calls": req.max_tool_calls, "service_tier": "default",
+            "safety_identifier": req.safety_identifier, "prompt_cache_key": req.prompt_cache_key,
+        }
+
+    async def complete(self, run: Run) -> dict[str, Any]:
+        run.builder.start()
+        try:
+            async for delta, step in run.steps:
+                run.push(delta, step)
+        finally:
+            await run.steps.aclose()
+        run.finish()
+        await self._keep(run)
+        return run.builder.response
+
+    async def stream(self, run: Run) -> AsyncIterator[bytes]:
+        """SSE: ``event: <type>`` + ``data: <event>``; the frames of one engine step go out together."""
+        builder = run.builder
+        try:
+            yield _frames(builder.start())
+            async for delta, step in run.steps:
+                events = run.push(delta, step)
+                if events:
+                    yield _frames(events)
+            yield _frames(run.finish())
+        except APIError as err:
+            log.warning("response stream %s failed: %s", builder.response["id"], err.message)
+            yield _frames(builder.fail("server_error", err.message))
+        finally:
+            await run.steps.aclose()
+        await self._keep(run)
+
+    async def _keep(self, run: Run) -> None:
+        """Store the finished response. Generation is done: a store that fails now is logged,
+        and the client still gets its answer."""
+        if not (run.req.store and self.store is not None):
+            return
+        response = run.builder.response
+        record = StoredResponse(id=response["id"], owner=run.owner, created_at=response["created_at"],
+                                previous_response_id=run.req.previous_response_id,
+                                response=response, input_items=run.items)
+        try:
+            await self.store.put(record)
+        except StoreUnavailable as exc:
+            log.error("response %s was not stored: %s", response["id"], exc)
+
+    # -- stored responses --------------------------------------------------------------
+    async def _record(self, response_id: str, owner: str) -> StoredResponse:
+        if self.store is None:
+            raise not_found(response_id)
+        try:
+            record = await self.store.get(response_id, owner)
+        except StoreUnavailable as exc:
+            raise store_down(exc) from None
+        if record is None:
+            raise not_found(response_id)
+        return record
+
+    async def get(self, response_id: str, owner: str) -> dict[str, Any]:
+        return (await self._record(response_id, owner)).response
+
+    async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
+        if self.store is None:
+            raise not_found(response_id)
+        try:
+            deleted = await self.store.delete(response_id, owner)
+        except StoreUnavailable as exc:
+            raise store_down(exc) from None
+        if not deleted:
+            raise not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(self, response_id: str, owner: str, *, limit: int, order: str,
+                          after: str | None) -> dict[str, Any]:
+        items = list((await self._record(response_id, owner)).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"No input item {after!r} in this response.", param="after")
+            items = items[ids.index(after) + 1:]
+        page = items[:limit]
+        return {"object": "list", "data": page, "has_more": len(items) > limit,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None}
+
+
+def _frames(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+                    for e in events)
+
+
+async def _prepend(first: tuple[CompletionDelta, Step] | None,
+                   rest: AsyncIterator[tuple[CompletionDelta, Step]]
+                   ) -> AsyncIterator[tuple[CompletionDelta, Step]]:
+    try:
+        if first is not None:
+            yield first
+        async for pair in rest:
+            yield pair
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

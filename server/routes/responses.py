@@ -1,0 +1,68 @@
+"""``/v1/responses``: create (JSON or typed SSE events), retrieve, delete, list input items.
+
+Stored responses belong to the API key that created them: another key gets a 404."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from server.responses.protocol import parse_responses_request
+from server.responses.service import ResponsesService
+from server.responses.store import owner_for
+from server.routes.flow import answer, read_json, released
+from server.sse import SSEResponse
+
+router = APIRouter()
+
+
+def _owner(request: Request) -> str:
+    """Who the request speaks for: its API key (hashed by the store), or "" with no keys."""
+    if not request.app.state.server.api_keys:
+        return ""
+    header = request.headers.get("authorization", "")
+    return owner_for(header[len("Bearer "):].strip() if header.startswith("Bearer ") else None)
+
+
+def _service(request: Request) -> ResponsesService:
+    state = request.app.state.server
+    state.require_service()  # 503 while loading or draining
+    return state.responses
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request) -> Response:
+    state = request.app.state.server
+    body = await read_json(request)
+    service = _service(request)
+    state.admission.admit()
+    try:
+        req = parse_responses_request(body)
+        run = await service.start(req, _owner(request))
+    except BaseException:
+        state.admission.release()
+        raise
+    if req.stream:
+        return SSEResponse(released(service.stream(run), state.admission))
+    return await answer(request, service.complete(run), state.admission)
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(request: Request, response_id: str) -> dict[str, Any]:
+    return await _service(request).get(response_id, _owner(request))
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
+    return await _service(request).delete(response_id, _owner(request))
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(request: Request, response_id: str,
+                           limit: int = Query(20, ge=1, le=100),
+                           order: Literal["asc", "desc"] = "desc",
+                           after: str | None = None) -> dict[str, Any]:
+    return await _service(request).input_items(response_id, _owner(request), limit=limit,
+                                               order=order, after=after)
