@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server import metrics
+from server import metrics, openapi
 from server.errors import (
     INTERNAL,
     APIError,
@@ -137,8 +137,12 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
             loader.cancel()
             await state.shutdown()
 
-    app = FastAPI(title="Mistral chat completions", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    # /openapi.json (built once by server/openapi.py) and Swagger UI at /docs: not under /v1,
+    # so no API key; neither touches the engine.
+    app = FastAPI(title=openapi.TITLE, version=openapi.VERSION, lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
+    app.openapi = openapi.document  # type: ignore[method-assign]
     app.state.server = state
     app.include_router(health.router)
     app.include_router(models.router)

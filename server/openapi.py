@@ -1,0 +1,209 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 document of every route, built once (``document``).
+
+The generating routes read their raw bodies themselves (their 400s come from our own parsing),
+so FastAPI cannot see their schemas: the request bodies published here are the server's own
+pydantic models (``ChatCompletionRequest``, ``ResponsesRequest``) under OpenAI's names, and the
+responses are the hand-written shapes of ``openapi_schemas``. ``/openapi.json`` and ``/docs``
+are outside ``/v1``: no API key, and they work while the model loads.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from server.openapi_schemas import INT, SCHEMAS, STR, Schema, enum, nullable, ref
+from server.protocol import ChatCompletionRequest
+from server.responses.protocol import ResponsesRequest
+
+TITLE = "mistral-serve"
+try:
+    VERSION = version("mistral-serve")
+except PackageNotFoundError:  # running from a checkout that is not installed
+    VERSION = "0.0.0"
+
+# the request models under OpenAI's names; their parts keep their class names
+PUBLIC_NAMES = {"ChatCompletionRequest": "CreateChatCompletionRequest",
+                "ResponsesRequest": "CreateResponse"}
+
+
+class _Published(GenerateJsonSchema):
+    """OpenAI's names for the request models; fields kept out of dumps (``extras``) are
+    internal and left out."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(PUBLIC_NAMES.get(name, name))
+
+    def field_is_present(self, field: Any) -> bool:
+        return not field.get("serialization_exclude") and super().field_is_present(field)
+
+
+def request_schemas() -> dict[str, Schema]:
+    """The request models and their parts, one definition per name (pydantic qualifies names
+    that two different models share)."""
+    _, top = models_json_schema(
+        [(ChatCompletionRequest, "validation"), (ResponsesRequest, "validation")],
+        ref_template="#/components/schemas/{model}", schema_generator=_Published)
+    defs: dict[str, Schema] = top["$defs"]
+    _refine_create_response(defs["CreateResponse"])
+    return defs
+
+
+def _refine_create_response(schema: Schema) -> None:
+    """``input`` items, ``tools`` and ``tool_choice`` stay plain dicts in the model (convert.py
+    checks them): publish their shapes. Every optional field may be ``null`` (= not given)."""
+    props = schema["properties"]
+    props["input"] = {"anyOf": [STR, {"type": "array", "items": ref("InputItem"), "minItems": 1}],
+                      "description": "Text, or a list of input items (messages, function calls "
+                                     "and their outputs, reasoning)."}
+    props["tools"] = {"type": "array", "items": ref("FunctionTool"),
+                      "description": "Function tools (the only kind this server runs)."}
+    props["tool_choice"] = {"anyOf": [enum("none", "auto", "required"), ref("ToolChoiceFunction")],
+                            "default": "auto"}
+    meta = ("title", "default", "description")
+    for name, prop in props.items():
+        if name in schema["required"] or {"type": "null"} in prop.get("anyOf", []):
+            continue
+        if "anyOf" in prop:
+            prop["anyOf"].append({"type": "null"})
+        else:
+            props[name] = {**nullable({k: v for k, v in prop.items() if k not in meta}),
+                           **{k: v for k, v in prop.items() if k in meta}}
+
+
+def components() -> dict[str, Schema]:
+    schemas = dict(SCHEMAS)
+    for name, schema in request_schemas().items():
+        if name in schemas:
+            raise RuntimeError(f"two OpenAPI schemas are named {name!r}: rename one")
+        schemas[name] = schema
+    return schemas
+
+
+# -- paths --------------------------------------------------------------------------------
+def _json(name: str, description: str, **extra: Any) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": ref(name)}},
+            **extra}
+
+
+_RETRY = {"headers": {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                      "schema": INT}}}
+ERRORS: dict[int, tuple[str, Schema]] = {
+    400: ("BadRequest", _json("ErrorResponse", "Invalid request; `param` names the field.")),
+    401: ("Unauthorized", _json("ErrorResponse", "Missing or wrong API key (servers with keys).")),
+    404: ("NotFound", _json("ErrorResponse", "No such model or response (or another key's).")),
+    413: ("PayloadTooLarge", _json("ErrorResponse", "The body exceeds the server's max_body_bytes.")),
+    429: ("Overloaded", _json("ErrorResponse", "The server is at capacity.", **_RETRY)),
+    500: ("ServerError", _json("ErrorResponse", "The engine failed.")),
+    503: ("Unavailable", _json("ErrorResponse", "The model is loading, the server is draining, or "
+                                                "the response store is down.", **_RETRY)),
+    504: ("Timeout", _json("ErrorResponse", "The request did not finish within request_timeout.")),
+}
+GENERATING = (400, 401, 404, 413, 429, 500, 503, 504)
+SECURED = [{"bearerAuth": []}]
+
+
+def _op(op_id: str, summary: str, tag: str, ok: Schema, errors: tuple[int, ...] = (), *,
+        body: str | None = None, secured: bool = True, **extra: Any) -> Schema:
+    op: Schema = {"operationId": op_id, "summary": summary, "tags": [tag], **extra,
+                  "responses": {"200": ok, **{str(code): {"$ref": f"#/components/responses/"
+                                                          f"{ERRORS[code][0]}"} for code in errors}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+    if secured:
+        op["security"] = SECURED
+    return op
+
+
+def _streamed(json_name: str, event_name: str, description: str) -> Schema:
+    return {"description": description, "content": {
+        "application/json": {"schema": ref(json_name)},
+        "text/event-stream": {"schema": ref(event_name)}}}
+
+
+def _path_param(name: str, description: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": STR}
+
+
+def paths() -> Schema:
+    response_id = _path_param("response_id", "The id of a stored response (`resp_…`).")
+    items_query = [
+        {"name": "limit", "in": "query", "schema": {**INT, "minimum": 1, "maximum": 100, "default": 20}},
+        {"name": "order", "in": "query", "schema": {**enum("asc", "desc"), "default": "desc"}},
+        {"name": "after", "in": "query", "schema": STR, "description": "List the items after this id."},
+    ]
+    ready = _op("ready", "Readiness", "Operations",
+                _json("ReadyStatus", "The engine is loaded and healthy."), secured=False)
+    ready["responses"]["503"] = _json("ReadyStatus", "Not ready: loading, draining or failed.",
+                                      **_RETRY)
+    return {
+        "/v1/chat/completions": {"post": _op(
+            "createChatCompletion", "Create a chat completion", "Chat",
+            _streamed("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
+                      "The completion; with `stream: true`, `data:` events of chunks."),
+            GENERATING, body="CreateChatCompletionRequest",
+            description="Unknown fields are ignored; fields this server knows but does not support "
+                        "(`functions`, `audio`, `prediction`, …) are a 400 naming them. Mistral "
+                        "API fields (`random_seed`, `safe_prompt`, `prompt_mode`) work too.")},
+        "/v1/responses": {"post": _op(
+            "createResponse", "Create a model response", "Responses",
+            _streamed("Response", "ResponseStreamEvent",
+                      "The response; with `stream: true`, typed events."),
+            GENERATING, body="CreateResponse",
+            description="Function tools only. `background`, `conversation`, `prompt` and "
+                        "`truncation: auto` are a 400; chat sampling fields (`top_k`, `seed`, "
+                        "`stop`, `structured_outputs`, …) are honoured as in chat.")},
+        "/v1/responses/{response_id}": {
+            "parameters": [response_id],
+            "get": _op("getResponse", "Get a stored response", "Responses",
+                       _json("Response", "The stored response."), (401, 404, 503)),
+            "delete": _op("deleteResponse", "Delete a stored response", "Responses",
+                          _json("DeletedResponse", "Deleted."), (401, 404, 503))},
+        "/v1/responses/{response_id}/input_items": {"parameters": [response_id], "get": _op(
+            "listInputItems", "List a stored response's input items", "Responses",
+            _json("ResponseItemList", "A page of input items."), (400, 401, 404, 503),
+            parameters=items_query)},
+        "/v1/models": {"get": _op("listModels", "List models", "Models",
+                                  _json("ListModelsResponse", "The served model and its aliases."),
+                                  (401,))},
+        "/v1/models/{model_id}": {"get": _op(
+            "retrieveModel", "Retrieve a model", "Models", _json("Model", "The model card."),
+            (401, 404), parameters=[_path_param("model_id", "A model id or alias; it may contain "
+                                                "`/`, sent as is.")])},
+        "/health": {"get": _op("health", "Liveness", "Operations",
+                               _json("HealthStatus", "The process answers."), secured=False)},
+        "/ready": {"get": ready},
+        "/status": {"get": _op("status", "Startup progress and load", "Operations",
+                               _json("ServerStatus", "Phase, timings, requests in flight."),
+                               secured=False)},
+        "/metrics": {"get": _op(
+            "metrics", "Prometheus metrics", "Operations",
+            {"description": "`mserve:*` and `vllm:*` metrics, Prometheus text format.",
+             "content": {"text/plain": {"schema": STR}}}, (401,),
+            description="Needs the API key unless the server runs with `metrics_open`.")},
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built on first use, then the same object: do not modify it)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": TITLE, "version": VERSION, "description": (
+            "OpenAI-compatible chat completions and Responses API for Mistral models on vLLM. "
+            "Errors use OpenAI's envelope (`ErrorResponse`). Every response carries "
+            "`X-Request-Id` (the request's own, when it sends one).")},
+        "tags": [{"name": t} for t in ("Chat", "Responses", "Models", "Operations")],
+        "paths": paths(),
+        "components": {
+            "schemas": components(),
+            "responses": dict(ERRORS.values()),
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "description": (
+                    "One of the server's API keys (`api_keys`, `api_key_file`). Checked only "
+                    "when the server has keys; without keys every route is open.")}},
+        },
+    }
