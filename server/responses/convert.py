@@ -251,4 +251,11 @@ def rename_param(err: APIError, origins: Sequence[str]) -> APIError:
             break
         err.param = param
         err.message = err.message.replace(original, param)
+    for chat_name, name in _CHAT_NAMES:
+        err.message = err.message.replace(chat_name, name)
     return err
+
+
+# chat field names a message may quote, as the Responses request calls them
+_CHAT_NAMES = (("'response_format'", "'text.format'"), ("'max_tokens'", "'max_output_tokens'"),
+               ("'max_completion_tokens'", "'max_output_tokens'"))

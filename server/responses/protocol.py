@@ -78,7 +78,7 @@ class ResponsesRequest(_Lenient):
     previous_response_id: str | None = Field(None, min_length=1)
     store: bool = True
     stream: bool = False
-    truncation: Literal["disabled", "auto"] = "disabled"
+    truncation: Literal["disabled"] = "disabled"  # "auto" is refused with a clearer message first
     max_tool_calls: int | None = Field(None, ge=1)
     service_tier: str | None = None
     prompt_cache_key: str | None = None

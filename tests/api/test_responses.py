@@ -274,6 +274,8 @@ def test_length_is_incomplete(tokenizer_dirs, store):
      400, "input[0].content[0]", "image_input_not_supported"),  # a text-only model
     ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, 400, "text.format", "*"),
     ({"input": "x", "model": "gpt-4o"}, 404, "model", "*"),
+    ({"input": "x", "text": {"format": {"type": "json_object"}}, "structured_outputs": {"regex": "a+"}},
+     400, "structured_outputs", "*"),  # two constraints at once
     ({"input": "x", "temperature": 5}, 400, "temperature", "*"),
 ])
 def test_bad_requests(tokenizer_dirs, store, body, status, param, code):
@@ -330,3 +332,22 @@ def test_openai_sdk_create_stream_and_parse(tokenizer_dirs, store):
     assert final.output_text == answer and final.status == "completed"
     assert parsed.output_parsed == City(name="Paris", country="France")
     assert again.id == made.id and again.output_text == answer
+
+
+def test_input_images_on_a_vision_model(tmp_path):
+    from tests.api.test_images import ANSWER, answer, data_url, grids, picture, vision_dir
+
+    v11 = vision_dir(tmp_path / "v11-vision", "v11-tekken")
+    url = data_url(picture(1, (50, 70)))
+    with serve(v11, lambda p, sp, i: answer(v11)) as (client, fake):
+        r = create(client, store=False, input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "What is in this image?"},
+            {"type": "input_image", "image_url": url, "detail": "auto"}]}])
+        prompt, _, request_id = fake.requests[-1]
+        images = fake.images[request_id]
+        bad = create(client, store=False, input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}])
+    assert r.status_code == 200, r.text
+    assert r.json()["output_text"] == ANSWER and grids(prompt) == [(3, 4)] and len(images) == 1
+    assert r.json()["usage"]["input_tokens"] == len(prompt)
+    assert_error(bad, 400, param="input[0].content[0]", code="invalid_image_format")

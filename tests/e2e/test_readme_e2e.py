@@ -14,7 +14,8 @@ from tests.spec import assert_valid
 pytestmark = pytest.mark.e2e
 
 README = (ROOT / "README.md").read_text()
-BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'", README, re.S)]
+BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'", README, re.S)
+          if '"messages"' in m.group(1)]  # chat bodies; the Responses section is run whole below
 
 
 def test_readme_has_examples():
@@ -43,8 +44,8 @@ def test_readme_request_works(tiny_server, index):
         json.loads(content)
 
 
-def _images_section() -> str:
-    return README.split("## Images", 1)[1].split("\n## ", 1)[0]
+def _section(title: str) -> str:
+    return README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_image_examples_work(v11_vision_server, tmp_path):
@@ -54,7 +55,7 @@ def test_readme_image_examples_work(v11_vision_server, tmp_path):
 
     from tests.api.test_images import picture
 
-    section = _images_section()
+    section = _section("Images")
     (tmp_path / "photo.jpg").write_bytes(picture(21, (120, 90), "JPEG"))
     model = httpx.get(v11_vision_server.url + "/v1/models").json()["data"][0]["id"]
     (shell,) = re.findall(r"```bash\n(.*?)```", section, re.S)
@@ -76,3 +77,39 @@ def test_readme_image_examples_work(v11_vision_server, tmp_path):
                              text=True, timeout=180)
         assert run.returncode == 0, run.stderr[-3000:]
         assert run.stdout.endswith("\n")  # the reply was printed (the SDK raises on errors)
+
+
+def test_readme_responses_examples_work(tiny_server, tmp_path):
+    """The Responses API section's curl script and SDK snippet, run as written."""
+    import subprocess
+    import sys
+
+    from tests.spec import assert_valid_response
+
+    section = _section("Responses API")
+    model = httpx.get(tiny_server.url + "/v1/models").json()["data"][0]["id"]
+    (shell,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    env = {**__import__("os").environ, "MISTRAL_BASE_URL": tiny_server.url + "/v1",
+           "MISTRAL_MODEL": model}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", shell.replace("curl -sS", "curl -sSf")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert_valid_response("Response", first)
+    decoder, text, objects = json.JSONDecoder(), out.stdout.strip(), []
+    while text:
+        obj, end = decoder.raw_decode(text)
+        objects.append(obj)
+        text = text[end:].strip()
+    second, stored, items, deleted = objects
+    assert second["previous_response_id"] == first["id"]
+    assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+    assert stored == first
+    assert items["data"][0]["content"][0]["text"] == "What is the capital of France?"
+    assert deleted == {"id": first["id"], "object": "response", "deleted": True}
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = code.replace('"tiny-mistral"', json.dumps(model)).replace("http://localhost:8000", tiny_server.url)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "name=" in run.stdout.splitlines()[-1]  # the parsed City was printed
