@@ -224,9 +224,9 @@ class ChatService:
 
     # -- one choice, as parser steps (the Responses API shapes these itself) -------------
     async def steps(self, prep: Prepared) -> AsyncIterator[tuple[CompletionDelta, Step]]:
-        """The engine deltas of a one-choice request with their parsed steps. Call ``_start``
-        first (``open``) so engine-side 4xxs happen before any output; closing this iterator
-        early aborts the engine request."""
+        """The engine deltas of a one-choice request with their parsed steps. The request is
+        added at the first ``anext`` (engine-side 4xxs are raised there, before any output is
+        sent); closing this iterator early aborts the engine request."""
         choice = self._choices(prep)[0]
         steps = await self._start(prep)
         finished = False
