@@ -24,7 +24,7 @@ RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; 
     && python3 -m pip install --no-cache-dir -c /tmp/image-constraints.txt \
       "mistral-common==1.12.0" \
       "fastapi>=0.115" \
-      "uvicorn>=0.30" \
+      "uvicorn[standard]>=0.30" \
       "pydantic>=2.7" \
       "orjson>=3.9" \
       "pyyaml>=6" \

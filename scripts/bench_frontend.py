@@ -88,7 +88,8 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(state, factory)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=False, log_config=None, timeout_graceful_shutdown=5))
+        access_log=False, log_config=None, timeout_graceful_shutdown=5,
+        **HTTP_STACKS[os.environ.get("BENCH_HTTP_STACK", "uvloop-httptools")]))
     profile_to = os.environ.get("BENCH_CPROFILE")
     if not profile_to:
         server.run()
@@ -102,6 +103,12 @@ def serve(args: argparse.Namespace) -> None:
     finally:
         profiler.disable()
         profiler.dump_stats(profile_to)
+
+
+# uvicorn's event loop and HTTP parser: what ``python -m server`` gets (uvicorn's "auto" picks
+# uvloop and httptools when installed, as they are here), or pure-Python asyncio + h11
+HTTP_STACKS = {"uvloop-httptools": {"loop": "uvloop", "http": "httptools"},
+               "asyncio-h11": {"loop": "asyncio", "http": "h11"}}
 
 
 def start_server(tokenizer_dir: Path, port: int, log: Path, cprofile: Path | None = None) -> subprocess.Popen:
@@ -358,6 +365,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per point")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--http-stack", choices=sorted(HTTP_STACKS), default="uvloop-httptools",
+                        help="uvicorn's loop and HTTP parser for the server process")
     parser.add_argument("--profile", action="store_true", help="py-spy (or cProfile) at one concurrency")
     parser.add_argument("--profile-concurrency", type=int, default=64)
     parser.add_argument("--profile-seconds", type=float, default=15)
@@ -366,6 +375,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help=f"rebuild the tables from {RESULTS.relative_to(ROOT)} (with --write-docs: the docs)")
     args = parser.parse_args()
+    if args.command != "serve":  # the server process reads it from its environment
+        os.environ["BENCH_HTTP_STACK"] = args.http_stack
     if args.command == "serve":
         serve(args)
         return
