@@ -34,6 +34,7 @@ class Conversation:
     messages: list[dict[str, Any]] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)
     call_ids: set[str] = field(default_factory=set)
+    call_origins: dict[tuple[int, int], str] = field(default_factory=dict)  # (message, call) → field
 
     def add(self, message: dict[str, Any], origin: str) -> None:
         self.messages.append(message)
@@ -47,24 +48,66 @@ class Conversation:
         else:
             self.add({"role": "assistant", "content": None, "tool_calls": [call]}, origin)
         self.call_ids.add(call["id"])
+        self.call_origins[(len(self.messages) - 1, len(self.messages[-1]["tool_calls"]) - 1)] = origin
+
+    def check_outputs(self) -> None:
+        """Every function call is answered (by a ``function_call_output``) before the
+        conversation goes on, as OpenAI's API requires."""
+        pending: dict[str, str] = {}
+        for k, message in enumerate(self.messages):
+            if message["role"] == "tool":
+                pending.pop(message["tool_call_id"], None)
+                continue
+            if pending:
+                break
+            for j, call in enumerate(message.get("tool_calls") or []):
+                pending[call["id"]] = self.call_origins[(k, j)]
+        for call_id, origin in pending.items():
+            raise InvalidRequest(f"No output for function call {call_id!r}: send a "
+                                 "'function_call_output' item with this call_id after it.",
+                                 param=origin if origin.startswith("input[") else "input",
+                                 code="missing_function_call_output")
 
 
 def normalise_input(req: ResponsesRequest) -> list[dict[str, Any]]:
-    """This request's input as stored items: each with a type and an id."""
+    """This request's input as stored items, in the shapes ``input_items`` lists them: each with
+    a type, an id and a status, message text as ``input_text`` / ``output_text`` parts."""
     if isinstance(req.input, str):
         return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
                  "content": [{"type": "input_text", "text": req.input}]}]
     items = []
-    for raw in req.input:
+    for i, raw in enumerate(req.input):
         item = dict(raw)
         kind = item.setdefault("type", "message")
+        if not isinstance(kind, str):
+            raise InvalidRequest(f"'input[{i}].type' must be a string.", param=f"input[{i}].type")
         if not isinstance(item.get("id"), str) or not item["id"]:
             item["id"] = new_id(ID_PREFIX.get(kind, "item"))
-        if kind == "message" and isinstance(item.get("content"), str):
-            part = "output_text" if item.get("role") == "assistant" else "input_text"
-            item["content"] = [{"type": part, "text": item["content"]}]
+        item.setdefault("status", "completed")
+        if kind == "message":
+            item["content"] = _stored_parts(item.get("content"), item.get("role") == "assistant")
         items.append(item)
     return items
+
+
+def _stored_parts(content: Any, assistant: bool) -> Any:
+    """Message text as OpenAI lists it: ``output_text`` (with annotations) for the assistant,
+    ``input_text`` otherwise; other parts (images) and malformed content are left for
+    ``add_item`` to accept or refuse."""
+    text_type = "output_text" if assistant else "input_text"
+    if isinstance(content, str):
+        content = [{"type": text_type, "text": content}]
+    if not isinstance(content, list):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") in ("text", "input_text", "output_text"):
+            part = {**part, "type": text_type}
+            if assistant:
+                part.setdefault("annotations", [])
+                part.setdefault("logprobs", [])
+        parts.append(part)
+    return parts
 
 
 def _text_of(parts: Any, param: str) -> str:
@@ -76,6 +119,23 @@ def _text_of(parts: Any, param: str) -> str:
             raise InvalidRequest(f"'{param}[{j}]' must be a text part.", param=f"{param}[{j}]")
         texts.append(part.get("text", part.get("refusal")))
     return "".join(texts)
+
+
+def _tool_output(output: Any, param: str) -> str:
+    if isinstance(output, str):
+        return output
+    if output is None:
+        raise InvalidRequest(f"'{param}' is required: the function's result, as a string or a "
+                             "list of input_text parts.", param=param, code="missing_required_parameter")
+    if not isinstance(output, list):
+        raise InvalidRequest(f"'{param}' must be a string or a list of input_text parts.", param=param)
+    for j, part in enumerate(output):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in ("input_image", "input_file"):
+            raise InvalidRequest(f"'{kind}' in a function's output is not supported by this server; "
+                                 "return text.", param=f"{param}[{j}].type",
+                                 code="unsupported_content_type")
+    return _text_of(output, param)
 
 
 def _user_parts(content: Any, param: str) -> str | list[dict[str, Any]]:
@@ -129,13 +189,12 @@ def add_item(conv: Conversation, item: Mapping[str, Any], param: str) -> None:
                        "function": {"name": item["name"], "arguments": item["arguments"]}}, param)
     elif kind == "function_call_output":
         call_id = item.get("call_id")
-        if call_id not in conv.call_ids:
+        if not isinstance(call_id, str) or call_id not in conv.call_ids:
             raise InvalidRequest(f"No function call with call_id {call_id!r} comes before this "
                                  "output (in 'input' or the 'previous_response_id' chain).",
                                  param=f"{param}.call_id", code="unknown_call_id")
-        output = item.get("output")
-        text = output if isinstance(output, str) else _text_of(output, f"{param}.output")
-        conv.add({"role": "tool", "tool_call_id": call_id, "content": text}, param)
+        conv.add({"role": "tool", "tool_call_id": call_id,
+                  "content": _tool_output(item.get("output"), f"{param}.output")}, param)
     elif kind == "reasoning":
         return  # earlier reasoning is not shown to Mistral models again (as in chat history)
     else:
@@ -204,10 +263,10 @@ def chat_body(req: ResponsesRequest, conv: Conversation) -> dict[str, Any]:
 
 
 def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
-            items: Sequence[Mapping[str, Any]]) -> tuple[ChatCompletionRequest, list[str]]:
+            items: Sequence[Mapping[str, Any]]) -> tuple[ChatCompletionRequest, Conversation]:
     """``history``: earlier items (stored inputs and outputs, oldest first); ``items``: this
-    request's normalised input. Returns the chat request and each message's origin (for
-    ``rename_param``); raises 4xx errors with Responses params."""
+    request's normalised input. Returns the chat request and the conversation (where each
+    message came from, for ``rename_param``); raises 4xx errors with Responses params."""
     conv = Conversation()
     if req.instructions:
         conv.add({"role": "system", "content": req.instructions}, "instructions")
@@ -215,14 +274,14 @@ def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
         add_item(conv, item, "previous_response_id")
     for i, item in enumerate(items):
         add_item(conv, item, "input" if isinstance(req.input, str) else f"input[{i}]")
+    conv.check_outputs()
     try:
-        return parse_request(chat_body(req, conv)), conv.origins
+        return parse_request(chat_body(req, conv)), conv
     except APIError as err:
-        raise rename_param(err, conv.origins) from None
+        raise rename_param(err, conv) from None
 
 
 _CHAT_TO_RESPONSES = [
-    (re.compile(r"^messages\[(\d+)\](.*)$"), None),
     (re.compile(r"^tools\[(\d+)\]\.function(.*)$"), r"tools[\1]\2"),
     (re.compile(r"^response_format\.json_schema(.*)$"), r"text.format\1"),
     (re.compile(r"^response_format(.*)$"), r"text.format\1"),
@@ -230,32 +289,44 @@ _CHAT_TO_RESPONSES = [
     (re.compile(r"^max_(completion_)?tokens$"), "max_output_tokens"),
     (re.compile(r"^reasoning_effort$"), "reasoning.effort"),
     (re.compile(r"^logprobs$"), "top_logprobs"),
+    (re.compile(r"^messages$"), "input"),
 ]
+_MESSAGE = re.compile(r"messages\[(\d+)\]((?:\.tool_calls\[(\d+)\])?)([.\w\[\]]*)")
+_CALL_FIELDS = {".function.name": ".name", ".function.arguments": ".arguments", ".id": ".call_id"}
+# chat field names a message may quote, as the Responses request calls them
+_CHAT_NAMES = (("'response_format'", "'text.format'"), ("'max_tokens'", "'max_output_tokens'"),
+               ("'max_completion_tokens'", "'max_output_tokens'"), ("'messages'", "'input'"))
 
 
-def rename_param(err: APIError, origins: Sequence[str]) -> APIError:
+def _from_message(found: re.Match[str], conv: Conversation) -> str:
+    """``messages[k]…`` (or ``messages[k].tool_calls[j]…``) → the input item it came from."""
+    k = int(found.group(1))
+    origin = conv.origins[k] if k < len(conv.origins) else "input"
+    rest = found.group(4)
+    if found.group(3) is not None:
+        origin = conv.call_origins.get((k, int(found.group(3))), origin)
+        rest = _CALL_FIELDS.get(rest, "")
+    if not origin.startswith("input["):
+        return origin
+    return origin + rest.replace(".image_url.url", ".image_url")
+
+
+def rename_param(err: APIError, conv: Conversation) -> APIError:
     """A chat-side error as the Responses request would name it."""
-    original = param = err.param
+    param = err.param
     if param:
-        for pattern, repl in _CHAT_TO_RESPONSES:
-            found = pattern.match(param)
-            if not found:
-                continue
-            if repl is None:  # a message: where it came from, same content index
-                k = int(found.group(1))
-                origin = origins[k] if k < len(origins) else "input"
-                rest = found.group(2).replace(".image_url.url", ".image_url")
-                param = origin + (rest if origin.startswith("input[") else "")
-            else:
-                param = pattern.sub(repl, param)
-            break
+        found = _MESSAGE.fullmatch(param)
+        if found:
+            param = _from_message(found, conv)
+        else:
+            for pattern, repl in _CHAT_TO_RESPONSES:
+                if pattern.match(param):
+                    param = pattern.sub(repl, param)
+                    break
+        if not found and err.param != "messages":  # message paths are rewritten just below
+            err.message = err.message.replace(err.param, param)
         err.param = param
-        err.message = err.message.replace(original, param)
+    err.message = _MESSAGE.sub(lambda m: _from_message(m, conv), err.message)
     for chat_name, name in _CHAT_NAMES:
         err.message = err.message.replace(chat_name, name)
     return err
-
-
-# chat field names a message may quote, as the Responses request calls them
-_CHAT_NAMES = (("'response_format'", "'text.format'"), ("'max_tokens'", "'max_output_tokens'"),
-               ("'max_completion_tokens'", "'max_output_tokens'"))

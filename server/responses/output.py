@@ -88,6 +88,7 @@ class ResponseBuilder:
         return events
 
     def finish(self, usage: dict[str, Any], finish_reason: str | None) -> list[Event]:
+        """Close the open item and settle the response (``terminal`` sends it)."""
         incomplete = finish_reason == "length"
         events: list[Event] = []
         self._close(events, "incomplete" if incomplete else "completed")
@@ -98,16 +99,19 @@ class ResponseBuilder:
             output_text="".join(texts),
             incomplete_details={"reason": "max_output_tokens"} if incomplete else None,
             completed_at=None if incomplete else int(time.time()))
-        kind = "response.incomplete" if incomplete else "response.completed"
-        events.append(self._event(kind, response=self._snapshot()))
         return events
 
     def fail(self, code: str, message: str) -> list[Event]:
         events: list[Event] = []
         self._close(events, "incomplete")
         self.response.update(status="failed", error={"code": code, "message": message})
-        events.append(self._event("response.failed", response=self._snapshot()))
         return events
+
+    def terminal(self) -> Event:
+        """``response.completed`` / ``.incomplete`` / ``.failed`` with the settled response."""
+        kind = {"completed": "response.completed", "incomplete": "response.incomplete"}.get(
+            self.response["status"], "response.failed")
+        return self._event(kind, response=self._snapshot())
 
     # -- items -------------------------------------------------------------------------
     def _add(self, events: list[Event], item: dict[str, Any]) -> _Item:

@@ -27,6 +27,8 @@ UNSUPPORTED = {
     "conversation": "conversations are not supported; chain responses with 'previous_response_id'",
     "prompt": "stored prompt templates are not supported; send 'instructions' and 'input'",
     "context_management": "context management is not supported",
+    "max_tool_calls": "it limits built-in tool calls, which this server does not run; use "
+                      "'parallel_tool_calls': false for one call per turn",
 }
 
 
@@ -79,7 +81,6 @@ class ResponsesRequest(_Lenient):
     store: bool = True
     stream: bool = False
     truncation: Literal["disabled"] = "disabled"  # "auto" is refused with a clearer message first
-    max_tool_calls: int | None = Field(None, ge=1)
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = Field(None, max_length=64)

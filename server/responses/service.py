@@ -22,7 +22,7 @@ from server.chat.choice import Step
 from server.chat.service import ChatService, Prepared
 from server.engine.base import CompletionDelta
 from server.errors import APIError, InvalidRequest, NotFound, Unavailable
-from server.responses.convert import normalise_input, rename_param, to_chat
+from server.responses.convert import Conversation, normalise_input, rename_param, to_chat
 from server.responses.output import ResponseBuilder
 from server.responses.protocol import ResponsesRequest
 from server.responses.store import ResponseStore, StoredResponse, StoreUnavailable
@@ -46,8 +46,10 @@ class Run:
     """One prepared response: what the builder needs, and the steps to feed it."""
 
     def __init__(self, req: ResponsesRequest, owner: str, prep: Prepared, items: list[dict[str, Any]],
-                 builder: ResponseBuilder, steps: AsyncIterator[tuple[CompletionDelta, Step]]) -> None:
-        self.req, self.owner, self.prep, self.items = req, owner, prep, items
+                 conv: Conversation, keep: bool, builder: ResponseBuilder,
+                 steps: AsyncIterator[tuple[CompletionDelta, Step]]) -> None:
+        self.req, self.owner, self.prep, self.items, self.conv = req, owner, prep, items, conv
+        self.keep = keep  # whether the finished response goes to the store
         self.builder, self.steps = builder, steps
         self.output_tokens = 0
         self.reasoning_tokens = 0
@@ -92,31 +94,47 @@ class ResponsesService:
             raise not_found(req.previous_response_id, "previous_response_id")
         return [item for record in chain for item in (*record.input_items, *record.response["output"])]
 
-    async def start(self, req: ResponsesRequest, owner: str) -> Run:
-        """Validate everything and start generating (engine 4xxs included)."""
-        history = await self._history(req, owner)
-        if req.store and self.store is not None and req.previous_response_id is None:
-            try:
-                await self.store.ping()
-            except StoreUnavailable as exc:
+    async def _can_keep(self, req: ResponsesRequest) -> bool:
+        """Whether this response will be stored. An explicit ``store: true`` needs a store that
+        answers (503 otherwise); the default (SDKs never send ``store``) degrades to not storing,
+        which the response says (``store: false``)."""
+        if not req.store or self.store is None:
+            return False
+        if req.previous_response_id is not None:
+            return True  # the chain was just read from it
+        try:
+            await self.store.ping()
+        except StoreUnavailable as exc:
+            if "store" in req.model_fields_set:
                 raise store_down(exc) from None
+            log.warning("response store unavailable (%s): this response is not stored", exc)
+            return False
+        return True
+
+    async def start(self, req: ResponsesRequest, owner: str) -> Run:
+        """Validate everything; a stream also starts generating (engine-side 4xxs included),
+        a JSON answer does that inside ``complete`` (where a client that leaves is noticed)."""
+        history = await self._history(req, owner)
+        keep = await self._can_keep(req)
         items = normalise_input(req)
-        chat_req, origins = to_chat(req, history, items)
+        chat_req, conv = to_chat(req, history, items)
         try:
             prep = await self.chat.prepare(chat_req)
         except APIError as err:
-            raise rename_param(err, origins) from None
-        builder = ResponseBuilder(self._skeleton(req, prep))
+            raise rename_param(err, conv) from None
+        builder = ResponseBuilder(self._skeleton(req, prep, keep))
         steps = self.chat.steps(prep)
-        try:
-            first = await anext(steps)
-        except StopAsyncIteration:
-            first = None
-        except APIError as err:
-            raise rename_param(err, origins) from None
-        return Run(req, owner, prep, items, builder, _prepend(first, steps))
+        if req.stream:
+            try:
+                first = await anext(steps)
+            except StopAsyncIteration:
+                first = None
+            except APIError as err:
+                raise rename_param(err, conv) from None
+            steps = _prepend(first, steps)
+        return Run(req, owner, prep, items, conv, keep, builder, steps)
 
-    def _skeleton(self, req: ResponsesRequest, prep: Prepared) -> dict[str, Any]:
+    def _skeleton(self, req: ResponsesRequest, prep: Prepared, keep: bool) -> dict[str, Any]:
         fmt = req.text.format.model_dump(by_alias=True, exclude_none=True)
         return {
             "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": prep.created,
@@ -126,7 +144,7 @@ class ResponsesService:
             "previous_response_id": req.previous_response_id,
             "reasoning": ({"effort": req.reasoning.effort, "summary": req.reasoning.summary}
                           if req.reasoning else None),
-            "store": bool(req.store and self.store is not None),
+            "store": keep,
             "temperature": _or(prep.plan.sampling.temperature, 1.0),
             "top_p": _or(prep.plan.sampling.top_p, 1.0),
             "text": {"format": fmt}, "tool_choice": req.tool_choice,
@@ -134,7 +152,7 @@ class ResponsesService:
                        "parameters": t.get("parameters"), "strict": t.get("strict")} for t in req.tools],
             "top_logprobs": req.top_logprobs, "truncation": "disabled",
             **({"user": req.user} if req.user is not None else {}), "metadata": req.metadata or {}, "background": False,
-            "max_tool_calls": req.max_tool_calls, "service_tier": "default",
+            "max_tool_calls": None, "service_tier": "default",
             "safety_identifier": req.safety_identifier, "prompt_cache_key": req.prompt_cache_key,
         }
 
@@ -143,6 +161,8 @@ class ResponsesService:
         try:
             async for delta, step in run.steps:
                 run.push(delta, step)
+        except APIError as err:
+            raise rename_param(err, run.conv) from None
         finally:
             await run.steps.aclose()
         run.finish()
@@ -150,7 +170,9 @@ class ResponsesService:
         return run.builder.response
 
     async def stream(self, run: Run) -> AsyncIterator[bytes]:
-        """SSE: ``event: <type>`` + ``data: <event>``; the frames of one engine step go out together."""
+        """SSE: ``event: <type>`` + ``data: <event>``; the frames of one engine step go out
+        together. The response is stored before its last event goes out, so a client that
+        chains at once finds it."""
         builder = run.builder
         try:
             yield _frames(builder.start())
@@ -158,27 +180,32 @@ class ResponsesService:
                 events = run.push(delta, step)
                 if events:
                     yield _frames(events)
-            yield _frames(run.finish())
+            last = run.finish()
         except APIError as err:
             log.warning("response stream %s failed: %s", builder.response["id"], err.message)
-            yield _frames(builder.fail("server_error", err.message))
+            last = builder.fail("server_error", err.message)
+        except Exception:  # noqa: BLE001 - the stream still ends with response.failed
+            log.exception("response stream %s failed", builder.response["id"])
+            last = builder.fail("server_error", "The server failed while generating this response.")
         finally:
             await run.steps.aclose()
         await self._keep(run)
+        yield _frames([*last, builder.terminal()])
 
     async def _keep(self, run: Run) -> None:
-        """Store the finished response. Generation is done: a store that fails now is logged,
-        and the client still gets its answer."""
-        if not (run.req.store and self.store is not None):
+        """Store the settled response. Generation is done: if the store fails now, the client
+        still gets its answer, marked ``store: false`` (and the server logs why)."""
+        if not run.keep:
             return
         response = run.builder.response
         record = StoredResponse(id=response["id"], owner=run.owner, created_at=response["created_at"],
                                 previous_response_id=run.req.previous_response_id,
                                 response=response, input_items=run.items)
         try:
-            await self.store.put(record)
+            await self.store.put(record)  # type: ignore[union-attr]
         except StoreUnavailable as exc:
             log.error("response %s was not stored: %s", response["id"], exc)
+            response["store"] = False
 
     # -- stored responses --------------------------------------------------------------
     async def _record(self, response_id: str, owner: str) -> StoredResponse:

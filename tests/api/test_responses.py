@@ -277,6 +277,25 @@ def test_length_is_incomplete(tokenizer_dirs, store):
     ({"input": "x", "text": {"format": {"type": "json_object"}}, "structured_outputs": {"regex": "a+"}},
      400, "structured_outputs", "*"),  # two constraints at once
     ({"input": "x", "temperature": 5}, 400, "temperature", "*"),
+    ({"input": [{"type": ["message"], "role": "user", "content": "x"}]}, 400, "input[0].type", "*"),
+    ({"input": [{"role": "user", "content": "x"}, {"type": "function_call_output", "call_id": ["c"],
+                                                   "output": "y"}]}, 400, "input[1].call_id", "*"),
+    ({"input": [{"role": "user", "content": "x"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"role": "user", "content": "and?"}]}, 400, "input[1]", "missing_function_call_output"),
+    ({"input": [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1"}]}, 400, "input[1].output",
+     "missing_required_parameter"),
+    ({"input": [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": [
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}, 400,
+     "input[1].output[0].type", "unsupported_content_type"),
+    ({"input": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Let me see."},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "y"}]}, 400,
+     "input[3].call_id", "*"),  # an error inside a merged assistant turn names its own item
+    ({"input": "x", "max_tool_calls": 2}, 400, "max_tool_calls", "unsupported_parameter"),
 ])
 def test_bad_requests(tokenizer_dirs, store, body, status, param, code):
     s = Script(tokenizer_dirs, "v3-spm")
@@ -291,16 +310,74 @@ def test_store_down_is_503_and_unstored_requests_still_work(tokenizer_dirs):
     s = Script(tokenizer_dirs, "v3-spm")
     down = "postgresql://nobody@127.0.0.1:1/none"  # loopback port 1: refused at once
     with serve(s.dir, lambda p, sp, i: s.ids("ok"), responses_store=down) as (client, _):
-        stored = create(client, input="x")
+        stored = create(client, input="x", store=True)
         chained = create(client, input="x", store=False, previous_response_id="resp_1")
         got = client.get("/v1/responses/resp_1")
+        deleted = client.delete("/v1/responses/resp_1")
         plain = create(client, input="x", store=False)
+        defaulted = create(client, input="x")  # what SDKs send: no 'store' at all
         chat = client.post("/v1/chat/completions", json={"model": MODEL, "messages": [
             {"role": "user", "content": "x"}]})
-    for r in (stored, chained, got):
+    for r in (stored, chained, got, deleted):
         assert_error(r, 503, code="store_unavailable")
     assert plain.status_code == 200 and plain.json()["store"] is False
+    assert defaulted.status_code == 200 and defaulted.json()["store"] is False  # says it was not kept
     assert chat.status_code == 200
+
+
+def test_a_store_that_fails_after_generation_still_answers(tokenizer_dirs, store):
+    """A full disk passes the ping but fails the write: the answer comes back, marked unstored."""
+    from server.responses.store import StoreUnavailable
+
+    async def full(record):
+        raise StoreUnavailable("the response store is unavailable")
+
+    s = Script(tokenizer_dirs, "v3-spm")
+    with serve(s.dir, lambda p, sp, i: s.ids("Kept?"), responses_store=store) as (client, _):
+        client.app.state.server.store.put = full
+        body = create(client, input="x").json()
+        events = typed_events(create(client, input="x", stream=True))
+        got = client.get(f"/v1/responses/{body['id']}")
+    assert body["output_text"] == "Kept?" and body["store"] is False
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["store"] is False
+    assert_error(got, 404)
+
+
+def test_a_stream_is_stored_before_its_last_event(tokenizer_dirs, store):
+    """A client that chains as soon as it sees response.completed finds the response."""
+    s = Script(tokenizer_dirs, "v3-spm")
+    seen: list[str] = []
+    with serve(s.dir, lambda p, sp, i: s.ids("One."), responses_store=store) as (client, _):
+        real_put = client.app.state.server.store.put
+
+        async def put(record):
+            seen.append("put")
+            await real_put(record)
+
+        client.app.state.server.store.put = put
+        with client.stream("POST", "/v1/responses", json={"model": MODEL, "input": "x",
+                                                           "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    seen.append(line[len("event: "):])
+    assert seen.index("put") < seen.index("response.completed")
+
+
+def test_stored_input_items_have_openai_shapes(tokenizer_dirs, store):
+    s = Script(tokenizer_dirs, "v11-tekken")
+    with serve(s.dir, lambda p, sp, i: s.ids("Done."), responses_store=store) as (client, _):
+        body = create(client, tools=[WEATHER], input=[
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+            {"role": "assistant", "content": "Let me look."},
+            {"type": "function_call", "call_id": "c1", "name": "get_current_weather",
+             "arguments": '{"location": "Paris"}'},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"}]).json()
+        items = client.get(f"/v1/responses/{body['id']}/input_items?order=asc").json()
+    assert_valid_response("ResponseItemList", items)
+    assert [i["type"] for i in items["data"]] == ["message", "message", "function_call",
+                                                  "function_call_output"]
+    assert items["data"][0]["content"] == [{"type": "input_text", "text": "Weather?"}]
+    assert all(i["status"] == "completed" for i in items["data"])
 
 
 def test_store_off(tokenizer_dirs):
