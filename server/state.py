@@ -19,7 +19,7 @@ from server import metrics
 from server.admission import Admission
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
-from server.responses.service import ResponsesService
+from server.responses.service import ResponsesService, StoredResponses
 from server.responses.store import ResponseStore, open_store
 from server.engine.base import EngineClient
 from server.errors import Unavailable
@@ -47,9 +47,11 @@ class ServerState:
     on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
     admission: Admission = field(init=False)
     store: ResponseStore | None = field(init=False)  # stored responses (/v1/responses)
+    stored: StoredResponses = field(init=False)  # their read side, up before the engine
 
     def __post_init__(self) -> None:
         self.store = open_store(self.settings)  # a malformed responses_store fails start-up
+        self.stored = StoredResponses(self.store)
         self.admission = Admission(self.settings.max_inflight_requests,
                                    self.settings.max_queued_requests)
         self._set_phase("loading")

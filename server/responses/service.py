@@ -73,10 +73,58 @@ class Run:
         return self.builder.finish(usage, self.finish_reason)
 
 
-class ResponsesService:
-    def __init__(self, chat: ChatService, store: ResponseStore | None) -> None:
-        self.chat = chat
+class StoredResponses:
+    """Reading and deleting stored responses: needs only the store, not the engine (these
+    routes answer while the model loads)."""
+
+    def __init__(self, store: ResponseStore | None) -> None:
         self.store = store
+
+    async def _record(self, response_id: str, owner: str) -> StoredResponse:
+        if self.store is None:
+            raise not_found(response_id)
+        try:
+            record = await self.store.get(response_id, owner)
+        except StoreUnavailable as exc:
+            raise store_down(exc) from None
+        if record is None:
+            raise not_found(response_id)
+        return record
+
+    async def get(self, response_id: str, owner: str) -> dict[str, Any]:
+        return (await self._record(response_id, owner)).response
+
+    async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
+        if self.store is None:
+            raise not_found(response_id)
+        try:
+            deleted = await self.store.delete(response_id, owner)
+        except StoreUnavailable as exc:
+            raise store_down(exc) from None
+        if not deleted:
+            raise not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(self, response_id: str, owner: str, *, limit: int, order: str,
+                          after: str | None) -> dict[str, Any]:
+        items = list((await self._record(response_id, owner)).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"No input item {after!r} in this response.", param="after")
+            items = items[ids.index(after) + 1:]
+        page = items[:limit]
+        return {"object": "list", "data": page, "has_more": len(items) > limit,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None}
+
+
+class ResponsesService(StoredResponses):
+    def __init__(self, chat: ChatService, store: ResponseStore | None) -> None:
+        super().__init__(store)
+        self.chat = chat
 
     # -- create ------------------------------------------------------------------------
     async def _history(self, req: ResponsesRequest, owner: str) -> list[dict[str, Any]]:
@@ -206,48 +254,6 @@ class ResponsesService:
         except StoreUnavailable as exc:
             log.error("response %s was not stored: %s", response["id"], exc)
             response["store"] = False
-
-    # -- stored responses --------------------------------------------------------------
-    async def _record(self, response_id: str, owner: str) -> StoredResponse:
-        if self.store is None:
-            raise not_found(response_id)
-        try:
-            record = await self.store.get(response_id, owner)
-        except StoreUnavailable as exc:
-            raise store_down(exc) from None
-        if record is None:
-            raise not_found(response_id)
-        return record
-
-    async def get(self, response_id: str, owner: str) -> dict[str, Any]:
-        return (await self._record(response_id, owner)).response
-
-    async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
-        if self.store is None:
-            raise not_found(response_id)
-        try:
-            deleted = await self.store.delete(response_id, owner)
-        except StoreUnavailable as exc:
-            raise store_down(exc) from None
-        if not deleted:
-            raise not_found(response_id)
-        return {"id": response_id, "object": "response", "deleted": True}
-
-    async def input_items(self, response_id: str, owner: str, *, limit: int, order: str,
-                          after: str | None) -> dict[str, Any]:
-        items = list((await self._record(response_id, owner)).input_items)
-        if order == "desc":
-            items.reverse()
-        if after is not None:
-            ids = [item["id"] for item in items]
-            if after not in ids:
-                raise InvalidRequest(f"No input item {after!r} in this response.", param="after")
-            items = items[ids.index(after) + 1:]
-        page = items[:limit]
-        return {"object": "list", "data": page, "has_more": len(items) > limit,
-                "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None}
-
 
 def _frames(events: list[dict[str, Any]]) -> bytes:
     return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from server.responses.protocol import parse_responses_request
-from server.responses.service import ResponsesService
+from server.responses.service import ResponsesService, StoredResponses
 from server.responses.store import owner_for
 from server.routes.flow import answer, read_json, released
 from server.sse import SSEResponse
@@ -49,14 +49,18 @@ async def create_response(request: Request) -> Response:
     return await answer(request, service.complete(run), state.admission)
 
 
+def _stored(request: Request) -> StoredResponses:
+    return request.app.state.server.stored  # the store only: no engine needed
+
+
 @router.get("/v1/responses/{response_id}")
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
-    return await _service(request).get(response_id, _owner(request))
+    return await _stored(request).get(response_id, _owner(request))
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-    return await _service(request).delete(response_id, _owner(request))
+    return await _stored(request).delete(response_id, _owner(request))
 
 
 @router.get("/v1/responses/{response_id}/input_items")
@@ -64,5 +68,5 @@ async def list_input_items(request: Request, response_id: str,
                            limit: int = Query(20, ge=1, le=100),
                            order: Literal["asc", "desc"] = "desc",
                            after: str | None = None) -> dict[str, Any]:
-    return await _service(request).input_items(response_id, _owner(request), limit=limit,
+    return await _stored(request).input_items(response_id, _owner(request), limit=limit,
                                                order=order, after=after)

@@ -428,3 +428,35 @@ def test_input_images_on_a_vision_model(tmp_path):
     assert r.json()["output_text"] == ANSWER and grids(prompt) == [(3, 4)] and len(images) == 1
     assert r.json()["usage"]["input_tokens"] == len(prompt)
     assert_error(bad, 400, param="input[0].content[0]", code="invalid_image_format")
+
+
+def test_stored_responses_are_readable_while_the_model_loads(tokenizer_dirs, store):
+    """Reading and deleting need only the store: a restarting replica answers them at once."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.model import load_model_info
+    from server.settings import Settings
+    from server.state import ServerState
+
+    s = Script(tokenizer_dirs, "v3-spm")
+    with serve(s.dir, lambda p, sp, i: s.ids("Saved."), responses_store=store) as (client, _):
+        made = create(client, input="x").json()
+    settings = Settings(model=str(s.dir), served_model_name=MODEL, responses_store=store)
+    state = ServerState(settings=settings, model=load_model_info(settings), api_keys=[])
+
+    async def never_loads():
+        await asyncio.Event().wait()
+
+    with TestClient(create_app(state, never_loads), raise_server_exceptions=False) as loading:
+        got = loading.get(f"/v1/responses/{made['id']}")
+        items = loading.get(f"/v1/responses/{made['id']}/input_items")
+        new = loading.post("/v1/responses", json={"model": MODEL, "input": "y"})
+        deleted = loading.delete(f"/v1/responses/{made['id']}")
+        assert state.phase == "loading"
+    assert got.status_code == 200 and got.json() == made
+    assert items.status_code == 200
+    assert_error(new, 503, code="model_loading")
+    assert deleted.json()["deleted"] is True
