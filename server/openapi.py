@@ -153,9 +153,9 @@ def paths() -> Schema:
             _streamed("Response", "ResponseStreamEvent",
                       "The response; with `stream: true`, typed events."),
             GENERATING, body="CreateResponse",
-            description="Function tools only. `background`, `conversation`, `prompt` and "
-                        "`truncation: auto` are a 400; chat sampling fields (`top_k`, `seed`, "
-                        "`stop`, `structured_outputs`, …) are honoured as in chat.")},
+            description="Function tools only. `background`, `conversation`, `prompt`, "
+                        "`max_tool_calls` and `truncation: auto` are a 400; chat sampling fields "
+                        "(`top_k`, `seed`, `stop`, `structured_outputs`, …) are honoured as in chat.")},
         "/v1/responses/{response_id}": {
             "parameters": [response_id],
             "get": _op("getResponse", "Get a stored response", "Responses",

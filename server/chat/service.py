@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from PIL import Image
@@ -180,15 +180,7 @@ class ChatService:
     async def _start(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
         """Engine steps, primed: the request is added and its first step read before any byte
         goes out, so constraints the engine rejects still become a 400."""
-        steps = self._engine_steps(prep)
-        try:
-            first = await anext(steps)
-        except StopAsyncIteration:
-            first = []
-        except BaseException:
-            await steps.aclose()
-            raise
-        return _prepend(first, steps)
+        return await primed(self._engine_steps(prep))
 
     def _usage(self, prep: Prepared, choices: list[ChoiceState]) -> dict[str, int]:
         completion = sum(c.completion_tokens for c in choices)
@@ -314,15 +306,29 @@ class ChatService:
         yield b"data: [DONE]\n\n"
 
 
-async def _prepend(first: list[CompletionDelta], rest: AsyncIterator[list[CompletionDelta]]
-                   ) -> AsyncIterator[list[CompletionDelta]]:
+T = TypeVar("T")
+
+
+async def primed(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``items`` with its first element already read (what that read raises is raised here,
+    with ``items`` closed); iterating the result gives every element, the first one included."""
     try:
-        if first:
-            yield first
-        async for batch in rest:
-            yield batch
+        first = await anext(items)
+    except StopAsyncIteration:
+        return items
+    except BaseException:
+        await items.aclose()  # type: ignore[attr-defined]
+        raise
+    return _prepend(first, items)
+
+
+async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
     finally:
-        await rest.aclose()
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def _cut_short(choices: list[ChoiceState]) -> bool:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import orjson
 
 from parsers.events import ReasoningDelta
 from server.chat.choice import Step
-from server.chat.service import ChatService, Prepared
+from server.chat.service import ChatService, Prepared, primed
 from server.engine.base import CompletionDelta
 from server.errors import APIError, InvalidRequest, NotFound, Unavailable
 from server.responses.convert import Conversation, normalise_input, rename_param, to_chat
@@ -28,12 +28,21 @@ from server.responses.protocol import ResponsesRequest
 from server.responses.store import ResponseStore, StoredResponse, StoreUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def store_down(exc: StoreUnavailable) -> Unavailable:
     return Unavailable(f"The response store is unavailable ({exc}); retry shortly, or send "
                        "'store': false without 'previous_response_id'.", code="store_unavailable",
                        headers={"Retry-After": "5"})
+
+
+async def _from_store(call: Awaitable[T]) -> T:
+    """A store call; the store being down is the 503 every route gives for it."""
+    try:
+        return await call
+    except StoreUnavailable as exc:
+        raise store_down(exc) from None
 
 
 def not_found(response_id: str, param: str | None = None) -> NotFound:
@@ -83,10 +92,7 @@ class StoredResponses:
     async def _record(self, response_id: str, owner: str) -> StoredResponse:
         if self.store is None:
             raise not_found(response_id)
-        try:
-            record = await self.store.get(response_id, owner)
-        except StoreUnavailable as exc:
-            raise store_down(exc) from None
+        record = await _from_store(self.store.get(response_id, owner))
         if record is None:
             raise not_found(response_id)
         return record
@@ -97,10 +103,7 @@ class StoredResponses:
     async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
         if self.store is None:
             raise not_found(response_id)
-        try:
-            deleted = await self.store.delete(response_id, owner)
-        except StoreUnavailable as exc:
-            raise store_down(exc) from None
+        deleted = await _from_store(self.store.delete(response_id, owner))
         if not deleted:
             raise not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
@@ -134,10 +137,7 @@ class ResponsesService(StoredResponses):
             raise InvalidRequest("'previous_response_id' needs stored responses, which are off on "
                                  "this server; send the whole conversation in 'input'.",
                                  param="previous_response_id", code="store_disabled")
-        try:
-            chain = await self.store.chain(req.previous_response_id, owner)
-        except StoreUnavailable as exc:
-            raise store_down(exc) from None
+        chain = await _from_store(self.store.chain(req.previous_response_id, owner))
         if chain is None:
             raise not_found(req.previous_response_id, "previous_response_id")
         return [item for record in chain for item in (*record.input_items, *record.response["output"])]
@@ -174,12 +174,9 @@ class ResponsesService(StoredResponses):
         steps = self.chat.steps(prep)
         if req.stream:
             try:
-                first = await anext(steps)
-            except StopAsyncIteration:
-                first = None
+                steps = await primed(steps)
             except APIError as err:
                 raise rename_param(err, conv) from None
-            steps = _prepend(first, steps)
         return Run(req, owner, prep, items, conv, keep, builder, steps)
 
     def _skeleton(self, req: ResponsesRequest, prep: Prepared, keep: bool) -> dict[str, Any]:
@@ -258,19 +255,6 @@ class ResponsesService(StoredResponses):
 def _frames(events: list[dict[str, Any]]) -> bytes:
     return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
                     for e in events)
-
-
-async def _prepend(first: tuple[CompletionDelta, Step] | None,
-                   rest: AsyncIterator[tuple[CompletionDelta, Step]]
-                   ) -> AsyncIterator[tuple[CompletionDelta, Step]]:
-    try:
-        if first is not None:
-            yield first
-        async for pair in rest:
-            yield pair
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
-
 
 
 def _or(value: float | None, default: float) -> float:
