@@ -111,6 +111,15 @@ class Settings(BaseModel):
                 raise ValueError(f"{net!r} is not a network (CIDR such as 10.0.0.0/8)") from None
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            problem = key_problem(key.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
     @field_validator("served_model_name", "model", "tokenizer", "tool_parser", "preset")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
@@ -132,8 +141,30 @@ class Settings(BaseModel):
                 text = self.api_key_file.read_text()
             except OSError as exc:
                 raise SettingsError(f"api_key_file: cannot read {self.api_key_file}: {exc.strerror}")
-            keys += [line.strip() for line in text.splitlines() if line.strip()]
+            for key in split_list(text.replace("\n", ",")):
+                problem = key_problem(key)
+                if problem:
+                    raise SettingsError(f"api_key_file: {problem}")
+                keys.append(key)
         return keys
+
+
+def split_list(raw: str) -> list[str]:
+    """One rule for list settings from text (environment, command line, key file): items are
+    separated by commas, and blank items are dropped."""
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key (None: it can). Keys are printable ASCII without
+    spaces or commas, so a key reads the same in every source and in every header."""
+    if not _KEY_CHARS.match(key) or "," in key:
+        return ("an API key must be printable ASCII with no spaces or commas (commas separate "
+                "keys in MSERVE_API_KEYS, --api-keys and api_key_file)")
+    return None
 
 
 FIELDS = Settings.model_fields
@@ -144,7 +175,7 @@ _DICT_FIELDS = {"default_sampling", "engine_args", "capabilities"}
 
 def _parse_env_value(key: str, raw: str) -> Any:
     if key in _LIST_FIELDS:
-        return [part.strip() for part in raw.split(",") if part.strip()]
+        return split_list(raw)
     if key in _DICT_FIELDS:
         try:
             return json.loads(raw)
@@ -197,6 +228,8 @@ def load_settings(
     env = dict(os.environ) if env is None else env
     args = build_parser().parse_args(argv)
     cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    for key in _LIST_FIELDS & set(cli):  # --api-keys a,b --api-keys c: three keys, as in env
+        cli[key] = [item for raw in cli[key] for item in split_list(raw)]
     for key in _DICT_FIELDS & set(cli):
         cli[key] = _parse_env_value(key, cli[key])
     env_values: dict[str, Any] = {}

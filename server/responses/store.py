@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from server.auth import owner_for  # noqa: F401 - the owner of a record
 from server.responses.store_sql import Connection, Dialect, Postgres, Row, SQLite
 from server.settings import Settings, SettingsError, redact_url
 
@@ -41,11 +41,6 @@ class StoredResponse:
     previous_response_id: str | None
     response: dict[str, Any]  # the Responses API response object as returned to the client
     input_items: list[dict[str, Any]]  # this request's own input items (normalised, with ids)
-
-
-def owner_for(api_key: str | None) -> str:
-    """"" when the server has no API keys, else the key's SHA-256 (keys are never stored)."""
-    return hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
 
 
 class StoreUnavailable(Exception):
