@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from server.budgets import DEFAULT, Budgets, loads, over, schema
 from server.errors import InvalidRequest
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -244,7 +245,7 @@ class ChatCompletionRequest(_Lenient):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
+    stop: str | list[str] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
@@ -412,7 +413,40 @@ def _apply_mistral_fields(req: ChatCompletionRequest) -> None:
                                  "'prefix': true.", param=f"messages[{i}].prefix")
 
 
-def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> ChatCompletionRequest:
+def check_budgets(req: ChatCompletionRequest, budgets: Budgets) -> None:
+    """Tools, stop strings and schemas within the server's input budgets (``server.budgets``);
+    each schema is serialised here, once, for its size and the digest the caches key on."""
+    if req.tools is not None and len(req.tools) > budgets.tools:
+        raise over(f"The request has {len(req.tools)} tools; this server accepts at most "
+                   f"{budgets.tools} (max_tools).", param="tools", code="too_many_tools")
+    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stops) > budgets.stop_strings:
+        raise over(f"The request has {len(stops)} stop strings; this server accepts at most "
+                   f"{budgets.stop_strings} (max_stop_strings).", param="stop",
+                   code="too_many_stop_strings")
+    for i, stop in enumerate(stops):
+        if len(stop) > budgets.stop_chars:
+            raise over(f"A stop string is {len(stop):,} characters long; this server accepts at "
+                       f"most {budgets.stop_chars:,} (max_stop_chars).",
+                       param="stop" if isinstance(req.stop, str) else f"stop[{i}]",
+                       code="stop_too_long")
+    rf = req.response_format
+    if rf is not None and rf.json_schema is not None:
+        rf.json_schema.schema_ = schema(rf.json_schema.schema_, budgets,
+                                        param="response_format.json_schema.schema")
+    so = req.structured_outputs
+    if so is not None and so.json_ is not None:
+        param = "structured_outputs.json"
+        if isinstance(so.json_, str):  # JSON inside a string: the same budgets as the body
+            so.json_ = loads(so.json_, budgets, param=param, what="The JSON schema")
+        so.json_ = schema(so.json_, budgets, param=param)
+    for i, tool in enumerate(req.tools or []):
+        tool.function.parameters = schema(tool.function.parameters, budgets,
+                                          param=f"tools[{i}].function.parameters")
+
+
+def parse_request(body: Any, *, headers: Mapping[str, str] | None = None,
+                  budgets: Budgets = DEFAULT) -> ChatCompletionRequest:
     """The validated request; ``headers`` (lower-case names) tell which client sent it."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
@@ -427,6 +461,7 @@ def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> Cha
         raise validation_error(exc) from None
     _apply_mistral_fields(req)
     check_image_roles(req)
+    check_budgets(req, budgets)
     headers = headers or {}
     if is_mistral_sdk(headers):
         req._mistral_output = True

@@ -90,6 +90,19 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body "
                                 "(images come base64-encoded in it)")
     max_n: int = Field(16, ge=1)
+
+    # --- input budgets (server/budgets.py): what one request may cost ------------------
+    max_json_depth: int = Field(64, ge=8, le=512, description="Deepest nesting of any JSON a "
+                                "request carries (messages, items, schemas, tools, metadata)")
+    max_json_values: int = Field(200_000, ge=1000, description="JSON values in one request body "
+                                 "(counted as its commas and brackets)")
+    max_schema_bytes: int = Field(256 * 1024, ge=1024, description="Largest JSON schema (response "
+                                  "format, structured_outputs, one tool's parameters), compact")
+    max_tools: int = Field(128, ge=1, description="Tools in one request")
+    max_stop_strings: int = Field(16, ge=1, description="Stop strings in one request")
+    max_stop_chars: int = Field(1000, ge=1, description="Longest stop string (characters)")
+    schema_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Memory for what is "
+                                    "derived from schemas seen before (0: no cache)")
     max_inflight_requests: int | None = Field(
         None, ge=1, description="Requests admitted at once (running + queued); more get 429")
     max_queued_requests: int | None = Field(

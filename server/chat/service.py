@@ -19,6 +19,7 @@ import orjson
 from PIL import Image
 
 from parsers.base import OutputParser, ParseOptions
+from server.budgets import DEFAULT, Budgets
 from server.chat import schemas
 from server.chat.choice import ChoiceState, Step
 from server.chat.constraints import constraint_for
@@ -63,7 +64,7 @@ class ChatService:
     def __init__(self, model: ModelInfo, engine: EngineClient, *, max_logprobs: int, max_n: int,
                  compact_json: bool, request_timeout: float | None = None,
                  on_engine_dead: Callable[[str], None] | None = None,
-                 image_limits: ImageLimits | None = None) -> None:
+                 image_limits: ImageLimits | None = None, budgets: Budgets = DEFAULT) -> None:
         self.model = model
         self.engine = engine
         self.renderer = Renderer.for_model(model, engine.max_model_len)
@@ -73,6 +74,7 @@ class ChatService:
         self.request_timeout = request_timeout
         self.on_engine_dead = on_engine_dead
         self.image_limits = image_limits or ImageLimits()
+        self.budgets = budgets
         self.stopping = False
         schemas.meta_validator()  # built now: a problem with it fails start-up, not requests
 
@@ -98,6 +100,8 @@ class ChatService:
         self._check_model(req)
         await schemas.precheck(req)  # new JSON schemas are checked off the event loop
         images = await load_images(req, self.model, self.image_limits)  # decoded off the loop
+        if _heavy(req):  # rendering a long conversation takes milliseconds per thousand messages
+            return await asyncio.to_thread(self._prepare_with, req, images)
         return self._prepare_with(req, images)
 
     def _check_model(self, req: ChatCompletionRequest) -> None:
@@ -329,6 +333,24 @@ async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
             yield item
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
+
+
+HEAVY_MESSAGES, HEAVY_CHARS, HEAVY_TOOLS = 64, 32_000, 16
+
+
+def _heavy(req: ChatCompletionRequest) -> bool:
+    """Whether preparing ``req`` (rendering and tokenising it) is worth a worker thread, so
+    that a long conversation does not hold the event loop."""
+    if len(req.messages) > HEAVY_MESSAGES or len(req.tools or ()) > HEAVY_TOOLS:
+        return True
+    chars = 0
+    for msg in req.messages:
+        content = msg.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content:
+            chars += sum(len(getattr(part, "text", "")) for part in content)
+    return chars > HEAVY_CHARS
 
 
 def _cut_short(choices: list[ChoiceState]) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.budgets import DEFAULT, Budgets
 from server.errors import APIError, InvalidRequest
 from server.protocol import ChatCompletionRequest, parse_request
 from server.responses.protocol import ResponsesRequest
@@ -263,7 +264,8 @@ def chat_body(req: ResponsesRequest, conv: Conversation) -> dict[str, Any]:
 
 
 def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
-            items: Sequence[Mapping[str, Any]]) -> tuple[ChatCompletionRequest, Conversation]:
+            items: Sequence[Mapping[str, Any]],
+            budgets: Budgets = DEFAULT) -> tuple[ChatCompletionRequest, Conversation]:
     """``history``: earlier items (stored inputs and outputs, oldest first); ``items``: this
     request's normalised input. Returns the chat request and the conversation (where each
     message came from, for ``rename_param``); raises 4xx errors with Responses params."""
@@ -276,7 +278,7 @@ def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
         add_item(conv, item, "input" if isinstance(req.input, str) else f"input[{i}]")
     conv.check_outputs()
     try:
-        return parse_request(chat_body(req, conv)), conv
+        return parse_request(chat_body(req, conv), budgets=budgets), conv
     except APIError as err:
         raise rename_param(err, conv) from None
 

@@ -165,7 +165,7 @@ class ResponsesService(StoredResponses):
         history = await self._history(req, owner)
         keep = await self._can_keep(req)
         items = normalise_input(req)
-        chat_req, conv = to_chat(req, history, items)
+        chat_req, conv = to_chat(req, history, items, self.chat.budgets)
         try:
             prep = await self.chat.prepare(chat_req)
         except APIError as err:

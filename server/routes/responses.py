@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from server.auth import owner
 from server.responses.protocol import parse_responses_request
 from server.responses.service import ResponsesService, StoredResponses
-from server.routes.flow import answer, read_json, released
+from server.routes.flow import answer, off_loop, read_json, released
 from server.sse import SSEResponse
 
 router = APIRouter()
@@ -31,7 +31,7 @@ async def create_response(request: Request) -> Response:
     service = _service(request)
     state.admission.admit()
     try:
-        req = parse_responses_request(body)
+        req = await off_loop(request, lambda: parse_responses_request(body))
         run = await service.start(req, owner(request))
     except BaseException:
         state.admission.release()
