@@ -343,7 +343,8 @@ def _heavy(req: ChatCompletionRequest) -> bool:
     that a long conversation does not hold the event loop."""
     if len(req.messages) > HEAVY_MESSAGES or len(req.tools or ()) > HEAVY_TOOLS:
         return True
-    chars = 0
+    stops = [req.stop] if isinstance(req.stop, str) else req.stop or []
+    chars = sum(len(s) for s in stops) * 8  # the stop-string automaton: a few µs per character
     for msg in req.messages:
         content = msg.content
         if isinstance(content, str):
