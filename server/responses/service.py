@@ -25,7 +25,8 @@ from server.errors import APIError, InvalidRequest, NotFound, Unavailable
 from server.responses.convert import Conversation, normalise_input, rename_param, to_chat
 from server.responses.output import ResponseBuilder
 from server.responses.protocol import ResponsesRequest
-from server.responses.store import ResponseStore, StoredResponse, StoreUnavailable
+from server.responses.store import (
+    ChainBroken, ChainTooLong, ResponseStore, StoredResponse, StoreUnavailable)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +50,28 @@ def not_found(response_id: str, param: str | None = None) -> NotFound:
     return NotFound(f"No response with id {response_id!r} was found (it may have expired, been "
                     "deleted, or belong to another API key).", param=param,
                     code="previous_response_not_found" if param else "response_not_found")
+
+
+def broken_chain(previous: str, missing: str) -> NotFound:
+    """The 404 for a chain with a missing link: it names that link, since `previous` itself may
+    still be readable."""
+    if missing == previous:
+        return not_found(previous, "previous_response_id")
+    return NotFound(f"Response {missing!r}, an earlier turn of the conversation that "
+                    f"'previous_response_id' ({previous!r}) continues, was not found (it may have "
+                    f"expired or been deleted), so {previous!r} cannot be continued; send the "
+                    "conversation in 'input' instead.", param="previous_response_id",
+                    code="previous_response_not_found")
+
+
+def chain_too_long(previous: str, exc: ChainTooLong) -> InvalidRequest:
+    what = "responses" if exc.setting.endswith("depth") else "bytes"
+    return InvalidRequest(f"The conversation that 'previous_response_id' ({previous!r}) continues "
+                          f"is longer than this server loads ({exc.limit} {what}, "
+                          f"{exc.setting}); start a new conversation, or send it in 'input'.",
+                          param="previous_response_id",
+                          code="previous_response_chain_too_long" if what == "responses"
+                          else "previous_response_chain_too_large")
 
 
 class Run:
@@ -137,9 +160,12 @@ class ResponsesService(StoredResponses):
             raise InvalidRequest("'previous_response_id' needs stored responses, which are off on "
                                  "this server; send the whole conversation in 'input'.",
                                  param="previous_response_id", code="store_disabled")
-        chain = await _from_store(self.store.chain(req.previous_response_id, owner))
-        if chain is None:
-            raise not_found(req.previous_response_id, "previous_response_id")
+        try:
+            chain = await _from_store(self.store.chain(req.previous_response_id, owner))
+        except ChainBroken as exc:
+            raise broken_chain(req.previous_response_id, exc.missing) from None
+        except ChainTooLong as exc:
+            raise chain_too_long(req.previous_response_id, exc) from None
         return [item for record in chain for item in (*record.input_items, *record.response["output"])]
 
     async def _can_keep(self, req: ResponsesRequest) -> bool:
