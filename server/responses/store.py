@@ -181,9 +181,9 @@ class SQLStore:
 
         def put(conn: Connection) -> int:
             row, nbytes = _row(record)
-            self._dialect.upsert(conn, row, nbytes)
+            self._dialect.upsert(conn, row, nbytes, time.time_ns() // 1000)
             self._dialect.trim_owner(conn, record.owner, limits.max_rows_per_key,
-                                     limits.max_bytes_per_key)
+                                     limits.max_bytes_per_key, keep=record.id)
             return nbytes
 
         nbytes = await self._run(put)

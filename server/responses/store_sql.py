@@ -2,9 +2,11 @@
 
 One table, the same on both databases; JSON is kept as text (key order and every string intact),
 with its size in bytes beside it (`bytes`), so that quotas are sums over an index, never reads of
-the JSON. Reads take `since` (the oldest created_at still alive), so an expired row is never
-returned even before pruning deletes it. A table from before `bytes` existed gets the column (and
-the sizes of its rows) the first time a store opens it.
+the JSON, and the microsecond it was written (`stored_at`), which orders an owner's rows for
+eviction (`created_at` is in seconds: many rows share one). Reads take `since` (the oldest
+created_at still alive), so an expired row is never returned even before pruning deletes it. A
+table from before these columns existed gets them (filled for its rows) the first time a store
+opens it.
 """
 
 from __future__ import annotations
@@ -25,21 +27,24 @@ COLUMNS = "id, owner, created_at, previous_response_id, response, input_items"
 CREATE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
     "created_at BIGINT NOT NULL, previous_response_id TEXT, response TEXT NOT NULL, "
-    "input_items TEXT NOT NULL, bytes BIGINT)"
+    "input_items TEXT NOT NULL, bytes BIGINT, stored_at BIGINT)"
 )
 INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_at, id)",
     # per-owner quotas: an owner's rows newest first, with their sizes, from the index alone
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_owner ON {TABLE} (owner, created_at, id, bytes)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_owner ON {TABLE} (owner, stored_at, id, bytes)",
 )
-ADD_BYTES = f"ALTER TABLE {TABLE} ADD COLUMN bytes BIGINT"
-# {response} and {items}: the dialect's byte length of those columns
-FILL_BYTES = f"UPDATE {TABLE} SET bytes = {{response}} + {{items}} WHERE bytes IS NULL"
+# Columns a table from before quotas lacks: added, then filled for the rows it has. In FILL,
+# {response} and {items} are the dialect's byte length of those columns.
+MIGRATIONS = {
+    "bytes": f"UPDATE {TABLE} SET bytes = {{response}} + {{items}} WHERE bytes IS NULL",
+    "stored_at": f"UPDATE {TABLE} SET stored_at = created_at * 1000000 WHERE stored_at IS NULL",
+}
 UPSERT = (
-    f"INSERT INTO {TABLE} ({COLUMNS}, bytes) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO "
-    "UPDATE SET owner = excluded.owner, created_at = excluded.created_at, "
+    f"INSERT INTO {TABLE} ({COLUMNS}, bytes, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at, "
     "previous_response_id = excluded.previous_response_id, response = excluded.response, "
-    "input_items = excluded.input_items, bytes = excluded.bytes"
+    "input_items = excluded.input_items, bytes = excluded.bytes, stored_at = excluded.stored_at"
 )
 SELECT = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ? AND owner = ? AND created_at >= ?"
 # The ids of a chain, newest first, without reading any JSON: each row with its depth and the
@@ -68,14 +73,15 @@ CHAIN = (
 DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND created_at >= ?"
 EXPIRE = f"DELETE FROM {TABLE} WHERE created_at < ?"
 USAGE = f"SELECT owner, COUNT(*), SUM(COALESCE(bytes, 0)) FROM {TABLE} GROUP BY owner"
-# One owner's rows past its newest `max_rows`, or past its newest `max_bytes` bytes; its newest
-# row always stays (it was just answered as stored).
+# One owner's rows past its newest `max_rows`, or past its newest `max_bytes` bytes (newest by
+# write time); its newest row, and the row `keep` just written, always stay (they were answered
+# as stored).
 TRIM_OWNER = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER w AS n, "
     "SUM(COALESCE(bytes, 0)) OVER w AS total FROM "
-    f"{TABLE} WHERE owner = ? WINDOW w AS (ORDER BY created_at DESC, id DESC "
+    f"{TABLE} WHERE owner = ? WINDOW w AS (ORDER BY stored_at DESC, id DESC "
     "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) ranked "
-    "WHERE n > 1 AND (n > ? OR total > ?))"
+    "WHERE n > 1 AND id <> ? AND (n > ? OR total > ?))"
 )
 
 # Applied to PostgreSQL URLs that do not set them: a store that is down fails fast, not hangs.
@@ -102,7 +108,7 @@ class Dialect:
     errors: tuple[type[Exception], ...]
     placeholder = "?"
     schema_lock: str | None = None  # serialises schema creation between replicas
-    has_bytes: str  # a row when the table has the `bytes` column
+    has_column: str  # a row when the table has the column named by the one parameter
     byte_length: str  # SQL for a text column's size in bytes ({} is the column)
 
     def connect(self) -> Connection:
@@ -119,18 +125,19 @@ class Dialect:
         if self.schema_lock:
             self._run(conn, self.schema_lock)
         self._run(conn, CREATE)
-        if not self._run(conn, self.has_bytes).fetchall():  # a table from before quotas
-            self._run(conn, ADD_BYTES)
-            self._run(conn, FILL_BYTES.format(response=self.byte_length.format("response"),
-                                              items=self.byte_length.format("input_items")))
+        for column, fill in MIGRATIONS.items():
+            if not self._run(conn, self.has_column, (column,)).fetchall():
+                self._run(conn, f"ALTER TABLE {TABLE} ADD COLUMN {column} BIGINT")
+                self._run(conn, fill.format(response=self.byte_length.format("response"),
+                                            items=self.byte_length.format("input_items")))
         for sql in INDEXES:
             self._run(conn, sql)
 
     def ping(self, conn: Connection) -> None:
         self._run(conn, "SELECT 1")
 
-    def upsert(self, conn: Connection, row: Row, nbytes: int) -> None:
-        self._run(conn, UPSERT, (*row, nbytes))
+    def upsert(self, conn: Connection, row: Row, nbytes: int, stored_at: int) -> None:
+        self._run(conn, UPSERT, (*row, nbytes, stored_at))
 
     def select(self, conn: Connection, response_id: str, owner: str, since: int) -> Row | None:
         return self._run(conn, SELECT, (response_id, owner, since)).fetchone()
@@ -155,14 +162,15 @@ class Dialect:
         """Rows and bytes per owner."""
         return {r[0]: (int(r[1]), int(r[2] or 0)) for r in self._run(conn, USAGE).fetchall()}
 
-    def trim_owner(self, conn: Connection, owner: str, max_rows: int, max_bytes: int) -> None:
-        self._run(conn, TRIM_OWNER, (owner, max_rows, max_bytes))
+    def trim_owner(self, conn: Connection, owner: str, max_rows: int, max_bytes: int,
+                   keep: str = "") -> None:
+        self._run(conn, TRIM_OWNER, (owner, keep, max_rows, max_bytes))
 
 
 class SQLite(Dialect):
     errors = (sqlite3.Error, OSError)
     schema_lock = "BEGIN IMMEDIATE"  # the schema (and its migration) in one write transaction
-    has_bytes = f"SELECT 1 FROM pragma_table_info('{TABLE}') WHERE name = 'bytes'"
+    has_column = f"SELECT 1 FROM pragma_table_info('{TABLE}') WHERE name = ?"
     byte_length = "length(CAST({} AS BLOB))"
 
     def __init__(self, path: Path) -> None:
@@ -181,8 +189,8 @@ class Postgres(Dialect):
     errors = (psycopg.Error, OSError)
     placeholder = "%s"
     schema_lock = "SELECT pg_advisory_xact_lock(7235403262)"
-    has_bytes = ("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                 f"AND table_name = '{TABLE}' AND column_name = 'bytes'")
+    has_column = ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                  f"current_schema() AND table_name = '{TABLE}' AND column_name = ?")
     byte_length = "octet_length({})"
 
     def __init__(self, url: str) -> None:

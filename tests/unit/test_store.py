@@ -219,6 +219,18 @@ def test_a_key_over_its_row_quota_loses_its_own_oldest(url: str) -> None:
     with_store(url, check, responses_max_rows_per_key=3)
 
 
+def test_eviction_follows_write_order_within_one_second(url: str) -> None:
+    """created_at is in seconds; the row just written is never the one evicted."""
+    async def check(store: ResponseStore) -> None:
+        ids = [f"resp_{i}" for i in "zyxwvutsrq"]  # ids that sort against write order
+        for rid in ids:
+            await store.put(record(rid, owner=BOB, age=0))
+            assert await store.get(rid, BOB) is not None
+        assert await alive(store, BOB, ids) == ids[-2:]
+
+    with_store(url, check, responses_max_rows_per_key=2)
+
+
 def test_a_key_over_its_byte_quota_loses_its_own_oldest(url: str) -> None:
     async def check(store: ResponseStore) -> None:
         await store.put(record("resp_bob", owner=BOB, age=100, text="b" * 3000))
@@ -321,6 +333,7 @@ def test_a_table_from_before_quotas_is_migrated(url: str) -> None:
     raw_query(url, "SELECT 1", *((sql, ()) for sql in OLD_SCHEMA),
               ("INSERT INTO mserve_responses VALUES (?, ?, ?, ?, ?, ?)",
                ("resp_old", ALICE, int(time.time()) - 10, None, response, items)))
+    assert raw_query(url, "SELECT COUNT(*) FROM mserve_responses") == [(1,)]
 
     async def check(store: ResponseStore) -> None:
         got = await store.get("resp_old", ALICE)
@@ -330,7 +343,8 @@ def test_a_table_from_before_quotas_is_migrated(url: str) -> None:
 
     with_store(url, check)
     size = len(response.encode()) + len(items.encode())
-    assert raw_query(url, "SELECT bytes FROM mserve_responses WHERE id = 'resp_old'") == [(size,)]
+    assert raw_query(url, "SELECT bytes, stored_at / 1000000 - created_at FROM mserve_responses "
+                          "WHERE id = 'resp_old'") == [(size, 0)]
     # A second store (another replica, a restart) finds the column there and changes nothing.
     with_store(url, lambda store: store.ping(), responses_max_rows_per_key=1)
     assert raw_query(url, "SELECT id FROM mserve_responses ORDER BY id") == [("resp_new",),
