@@ -10,8 +10,11 @@ raised as StoreUnavailable (the details are logged).
 Quotas (`StoreLimits`), so that one tenant's traffic never evicts another tenant's responses:
 
 - per owner, `responses_max_rows_per_key` rows and `responses_max_bytes_per_key` bytes: an owner
-  over either loses its own oldest rows, checked on every write (never an error: SDKs store by
-  default, and a tenant whose quota is full keeps working, as with a TTL);
+  over either loses its own oldest rows (never an error: SDKs store by default, and a tenant
+  whose quota is full keeps working, as with a TTL). Checked in the write's own transaction, on
+  an owner's first write and then after each 1% of its quota (rows or bytes) written, so the
+  check costs a fraction of a millisecond per write and the quota is exceeded by at most 1%
+  (per replica);
 - all owners together, `responses_max_rows` and `responses_max_bytes`: when the store is over
   either, owners are trimmed to their max-min fair share (the water level below which every
   owner keeps everything), so only owners above it lose rows, their oldest first. An owner's
@@ -175,6 +178,10 @@ class SQLStore:
         self._prune_bytes = max(1, limits.max_bytes // 100)
         self._puts = self._bytes = 0
         self._next_prune = 0.0
+        # Per-owner quotas are checked on an owner's first put, then after 1% of them.
+        self._owner_every = max(1, min(100, limits.max_rows_per_key // 100))
+        self._owner_bytes = max(1, limits.max_bytes_per_key // 100)
+        self._owner_writes: dict[str, tuple[int, int]] = {}  # puts, bytes since its last check
 
     async def put(self, record: StoredResponse) -> None:
         limits = self.limits
@@ -182,8 +189,9 @@ class SQLStore:
         def put(conn: Connection) -> int:
             row, nbytes = _row(record)
             self._dialect.upsert(conn, row, nbytes, time.time_ns() // 1000)
-            self._dialect.trim_owner(conn, record.owner, limits.max_rows_per_key,
-                                     limits.max_bytes_per_key, keep=record.id)
+            if self._owner_due(record.owner, nbytes):
+                self._dialect.trim_owner(conn, record.owner, limits.max_rows_per_key,
+                                         limits.max_bytes_per_key, keep=record.id)
             return nbytes
 
         nbytes = await self._run(put)
@@ -254,6 +262,15 @@ class SQLStore:
             return False
         self._puts, self._bytes, self._next_prune = 0, 0, now + PRUNE_SECONDS
         return True
+
+    def _owner_due(self, owner: str, nbytes: int) -> bool:
+        """In a worker thread: whether this put checks its owner's quota."""
+        with self._lock:
+            puts, written = self._owner_writes.get(owner, (self._owner_every, self._owner_bytes))
+            puts, written = puts + 1, written + nbytes
+            due = puts >= self._owner_every or written >= self._owner_bytes
+            self._owner_writes[owner] = (0, 0) if due else (puts, written)
+            return due
 
     def _prune(self, conn: Connection) -> None:
         """Expired rows go; then, over a global cap, owners above their fair share are trimmed."""

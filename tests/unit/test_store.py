@@ -428,3 +428,15 @@ def test_open_store(tmp_path: Path) -> None:
         with pytest.raises(SettingsError, match="responses_store") as info:
             open_store(Settings(responses_store=bad))
         assert "hunter2" not in str(info.value)
+
+
+def test_an_owners_quota_is_checked_on_its_first_write_then_every_percent() -> None:
+    from server.responses.store import SQLStore
+    from server.responses.store_sql import SQLite
+
+    store = SQLStore(SQLite(Path("/nonexistent/never-opened.db")),
+                     StoreLimits(max_rows_per_key=500, max_bytes_per_key=100_000))
+    due = [store._owner_due(ALICE, 10) for _ in range(11)]
+    assert due == [True, False, False, False, False, True, False, False, False, False, True]
+    assert store._owner_due(BOB, 10) is True  # each owner on its own
+    assert [store._owner_due(ALICE, 600) for _ in range(2)] == [False, True]  # 1% of the bytes
