@@ -226,7 +226,7 @@ class ResponsesService(StoredResponses):
         settled once the chat request is prepared."""
         fmt = req.text.format.model_dump(by_alias=True, exclude_none=True)
         choice = req.tool_choice
-        if isinstance(choice, dict):  # only {"type": "function", "name": ...} gets this far
+        if isinstance(choice, dict):  # {"type": "function", "name": ...}; others: to_chat's 400
             choice = {"type": choice.get("type"), "name": choice.get("name")}
         return {
             "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": 0,

@@ -109,6 +109,9 @@ class Dialect:
     placeholder = "?"
     schema_lock: str | None = None  # serialises schema creation between replicas
     has_column: str  # a row when the table has the column named by the one parameter
+    # runs first in the schema transaction: on an older table, a migration and a new index read
+    # every row once, which may take longer than a statement may otherwise
+    migrating: str | None = None
     byte_length: str  # SQL for a text column's size in bytes ({} is the column)
 
     def connect(self) -> Connection:
@@ -122,8 +125,9 @@ class Dialect:
         return conn.execute(sql.replace("?", self.placeholder), params)
 
     def create_schema(self, conn: Connection) -> None:
-        if self.schema_lock:
-            self._run(conn, self.schema_lock)
+        for sql in (self.schema_lock, self.migrating):
+            if sql:
+                self._run(conn, sql)
         self._run(conn, CREATE)
         for column, fill in MIGRATIONS.items():
             if not self._run(conn, self.has_column, (column,)).fetchall():
@@ -192,6 +196,7 @@ class Postgres(Dialect):
     has_column = ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
                   f"current_schema() AND table_name = '{TABLE}' AND column_name = ?")
     byte_length = "octet_length({})"
+    migrating = "SET LOCAL statement_timeout = 0"
 
     def __init__(self, url: str) -> None:
         """Raises ValueError for a URL libpq cannot parse."""
