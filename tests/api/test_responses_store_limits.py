@@ -141,27 +141,43 @@ def test_the_per_key_bytes_bound_a_record_too(script, store):
     assert "responses_max_bytes_per_key" in err["message"]
 
 
+def start(client, **body):
+    """``ResponsesService.start`` called directly, without the HTTP layer's body budgets (the
+    service must be safe on its own); the error it raises, if any."""
+    service = client.app.state.server.responses
+    req = parse_responses_request({"model": MODEL, **body})
+    try:
+        run = client.portal.call(service.start, req, owner_for(None))
+    except InvalidRequest as err:
+        return err
+    client.portal.call(run.steps.aclose)
+    return None
+
+
 def test_unwritable_tool_parameters_and_schemas_are_400s_before_generating(script, store):
     """orjson writes at most 254 levels: deeper tool parameters used to generate, then fail to
     store (500, or a stream with no response.completed). Checked before the engine now."""
-    tool = {**WEATHER, "parameters": {"type": "object", "properties": {"a": deep(260)}}}
+    tool = {**WEATHER, "parameters": {"type": "object", "properties": {"a": deep(130)}}}
     fmt = {"type": "json_schema", "name": "n", "schema": {"type": "object", "properties": {
-        "a": deep(260)}}}
+        "a": deep(130)}}}
     with serve(script.dir, lambda p, sp, i: script.ids("ok"), responses_store=store) as (client, fake):
-        kept = post(client, input="x", tools=[tool])
-        unkept = post(client, input="x", tools=[tool], store=False, stream=True)
-        schema = post(client, input="x", text={"format": fmt})
+        kept = start(client, input="x", tools=[tool])
+        unkept = start(client, input="x", tools=[tool], store=False, stream=True)
+        schema = start(client, input="x", text={"format": fmt})
+        engine_calls, stored = len(fake.requests), rows(store)
         forced = post(client, input="x", tools=[WEATHER],
                       tool_choice={"type": "function", "name": "get_current_weather",
-                                   "junk": deep(300)})
-        choice = fake.requests[-1][1].constraint if fake.requests else None
-    for r in (kept, unkept):
-        assert_error(r, 400, param="tools[0].parameters", code="nesting_too_deep")
-    assert_error(schema, 400, param="text.format.schema", code="nesting_too_deep")
-    # tool_choice is echoed in its canonical shape: the junk beside the name is not
+                                   "junk": "j" * 100_000})
+        constraint = fake.requests[-1][1].constraint if fake.requests else None
+    for err in (kept, unkept):
+        assert err is not None and (err.param, err.code) == ("tools[0].parameters", "nesting_too_deep")
+    assert schema is not None and (schema.param, schema.code) == ("text.format.schema",
+                                                                  "nesting_too_deep")
+    assert engine_calls == 0 and stored == []
+    # tool_choice is echoed (and stored) in its canonical shape: the junk beside the name is not
     assert forced.status_code == 200, forced.text
     assert forced.json()["tool_choice"] == {"type": "function", "name": "get_current_weather"}
-    assert choice is not None and len(rows(store)) == 1
+    assert constraint is not None and rows(store)[0][2] < 10_000
 
 
 def test_the_service_is_safe_on_its_own(script, store):
