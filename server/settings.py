@@ -79,8 +79,23 @@ class Settings(BaseModel):
         "sqlite", description="Where stored responses live: 'sqlite' (a file under cache_dir), "
         "'sqlite:////abs/path.db', 'postgresql://user:pass@host/db' (shared by replicas), or 'off'")
     responses_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a stored response is kept")
-    responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most "
-                                    "(oldest go first)")
+    responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most, "
+                                    "all keys together (owners over their fair share lose their "
+                                    "oldest first)")
+    responses_max_bytes: int = Field(4 * 1024**3, ge=1024**2, description="Bytes of stored "
+                                     "responses kept at most, all keys together (as max_rows)")
+    responses_max_rows_per_key: int = Field(10_000, ge=1, description="Stored responses kept per "
+                                            "API key (its own oldest go first)")
+    responses_max_bytes_per_key: int = Field(256 * 1024**2, ge=1024, description="Bytes of "
+                                             "stored responses kept per API key (its own oldest "
+                                             "go first)")
+    responses_max_record_bytes: int = Field(16 * 1024**2, ge=1024, description="Largest response "
+                                            "(input items + response) a request may store; more "
+                                            "is a 400 before generating")
+    responses_max_chain_depth: int = Field(1000, ge=1, le=100_000, description="Stored responses "
+                                           "a previous_response_id chain may load; more is a 400")
+    responses_max_chain_bytes: int = Field(64 * 1024**2, ge=1024, description="Bytes a "
+                                           "previous_response_id chain may load; more is a 400")
 
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"

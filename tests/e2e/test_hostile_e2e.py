@@ -43,8 +43,9 @@ def test_deep_items_are_refused_before_generation_and_nothing_is_stored(tiny_ser
                                             "parameters": {"type": "object", "x-a": nested(300)}}]}):
         r = post(tiny_server, "/v1/responses", {**body, "stream": stream, "max_output_tokens": 4})
         assert_error(r, 400, code="json_too_deep")
+    deep = '{"type": "object", "x-a": ' + '{"x-a": ' * 1000 + "{}" + "}" * 1000 + "}"
     r = post(tiny_server, "/v1/chat/completions", {"messages": USER, "structured_outputs": {
-        "json": json.dumps({"type": "object", "x-a": nested(1000)})}})
+        "json": deep}})
     assert_error(r, 400, param="structured_outputs.json", code="json_too_deep")
     ok = post(tiny_server, "/v1/responses", {"input": "still serving?", "max_output_tokens": 4})
     assert ok.status_code == 200, ok.text
