@@ -8,10 +8,10 @@ holding up everyone else's:
   thread, being fetched or being decoded). A request's images are admitted all together or
   not at all: ``admit`` raises ``QueueFull`` (the caller answers 429 with Retry-After) when they
   do not fit — unless nothing else is admitted, so one request of any size always proceeds.
-- **Fair**: the threads take jobs round-robin across requests, one image of each request in
-  turn, and the pool never hands the executor more jobs than it has threads. A request with
-  ten large images uses every thread while it is alone, yet another request's image starts as
-  soon as one thread is free, behind at most one image of each other request waiting.
+- **Fair**: the pool hands the executor no more jobs than it has threads, and a thread that
+  frees takes the next image of the request served longest ago (one not served yet first). A
+  request with ten large images uses every thread while it is alone, yet another request's
+  image starts as soon as a thread frees, and requests with several images take turns.
 
 An image whose request goes away (disconnect, or an earlier image of the same request failed)
 is dropped from the queue; one already decoding runs to its end and frees its thread.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -75,7 +75,8 @@ class DecodePool:
         self._lock = threading.Lock()
         self._admitted = 0  # images of admitted batches not yet closed
         self._running = 0  # jobs handed to the executor and not finished
-        self._waiting: OrderedDict[Batch, deque[_Job]] = OrderedDict()  # in turn order
+        self._waiting: dict[Batch, deque[_Job]] = {}  # batches with jobs waiting, by arrival
+        self._turns = 0  # jobs dispatched so far: Batch.served holds its last one's number
 
     @property
     def admitted(self) -> int:
@@ -96,14 +97,15 @@ class DecodePool:
     # -- internals, under self._lock ----------------------------------------------------------
     def _dispatch(self) -> None:
         while self._running < self.threads and self._waiting:
-            batch, jobs = next(iter(self._waiting.items()))
+            batch = min(self._waiting, key=_served)  # the batch served longest ago (new: -1)
+            jobs = self._waiting[batch]
             job = jobs.popleft()
-            if jobs:
-                self._waiting.move_to_end(batch)  # its next image waits for the others' turn
-            else:
+            if not jobs:
                 del self._waiting[batch]
             if job.dropped:
                 continue
+            self._turns += 1
+            batch.served = self._turns
             self._running += 1
             _executor(self.threads).submit(self._work, job)
 
@@ -121,12 +123,17 @@ class DecodePool:
             pass
 
 
+def _served(batch: Batch) -> int:
+    return batch.served
+
+
 class Batch:
     """One request's admitted images: ``run`` decodes one of them; closing returns the places."""
 
     def __init__(self, pool: DecodePool, count: int) -> None:
         self._pool = pool
         self._count = count
+        self.served = -1  # the pool's turn number of this batch's last dispatched job
 
     def __enter__(self) -> Batch:
         return self
