@@ -86,6 +86,12 @@ class DecodePool:
     def running(self) -> int:
         return self._running
 
+    @property
+    def waiting(self) -> int:
+        """Images waiting for a thread."""
+        with self._lock:
+            return sum(not job.dropped for jobs in self._waiting.values() for job in jobs)
+
     def admit(self, count: int) -> Batch:
         """Admit ``count`` images of one request, or raise ``QueueFull``."""
         with self._lock:
