@@ -2,8 +2,9 @@
 
 Sources: ``data:`` URLs (base64) always; ``http(s)`` URLs only through ``server.chat.fetch``
 (off unless the operator turns it on); nothing else, and never a local file. Every check that
-can be made on the bytes or the header comes before decoding: the byte cap, the format
-allowlist (PNG, JPEG, WebP, GIF — first frame), the pixel cap, then the decode budget: the
+can be made on the bytes or the header comes before decoding: the byte cap, the number of
+segments Pillow would parse in Python, the format allowlist (PNG, JPEG, WebP, GIF — first
+frame), the pixel cap, then the decode budget: the
 pixels decoding holds at once. PNG, GIF and WebP have no reduced decoding, so their size
 counts (WebP's three times: Pillow holds three copies); a progressive JPEG's counts twice (its
 coefficient buffer is full size, whatever the output scale; its scans are capped too). A
@@ -52,6 +53,11 @@ FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "WEBP", "GIF") if f in Image.O
 # can only err high, and no segment layout can hide a scan from it.
 MAX_JPEG_SCANS = 32
 DECODE_MAX_PIXELS = 25_000_000  # the default image_decode_max_pixels
+# Segments Pillow reads one by one in Python before (or around) the pixel data: a PNG's chunks,
+# the extension sub-blocks before a GIF's first image, the marker segments before a JPEG's
+# first scan. ~3 us each and the GIL held, so 10 MB of empty ones is ~2.5 s of CPU for a
+# 16x16 image; real files have tens to a few thousand (1 MB PNG with 64 KB IDATs: 16).
+MAX_SEGMENTS = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +179,52 @@ def _too_large(max_bytes: int) -> ImageProblem:
 
 
 # -- pixels ----------------------------------------------------------------------------------
+def _segments(data: bytes) -> int:
+    """How many segments Pillow would parse in Python (see MAX_SEGMENTS), counting stops once
+    over the cap. Formats are told by their signature; anything else is left to Pillow."""
+    count, end = 0, len(data)
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):  # chunks: length, type, data, CRC
+        pos = 8
+        while pos + 8 <= end and count <= MAX_SEGMENTS:
+            count += 1
+            if data[pos + 4:pos + 8] == b"IEND":
+                break
+            pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    elif data.startswith(b"GIF8") and end >= 13:  # blocks until the first image descriptor
+        pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # global colour table
+        while pos < end and data[pos] == 0x21 and count <= MAX_SEGMENTS:  # an extension
+            pos += 2  # introducer, label; then sub-blocks: a length byte and its data
+            while pos < end and data[pos] and count <= MAX_SEGMENTS:
+                count += 1
+                pos += 1 + data[pos]
+            pos += 1
+    elif data.startswith(b"\xff\xd8"):  # marker segments until the first scan
+        pos = 2
+        while count <= MAX_SEGMENTS:
+            start, pos = pos, data.find(b"\xff", pos)  # bytes between segments are skipped,
+            if pos < 0 or pos + 1 >= end:  # by Pillow one at a time: 16 count as one segment
+                break
+            count += (pos - start) // 16
+            marker = data[pos + 1]
+            if marker == 0xDA:
+                break
+            count += 1
+            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill, no length
+                pos += 1 if marker == 0xFF else 2
+            else:
+                pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return count
+
+
 def decode(data: bytes, config: ImageConfig, max_pixels: int,
            decode_max_pixels: int = DECODE_MAX_PIXELS) -> Image.Image:
     """Bytes → RGB image at the model's size. The pixel cap and the decode budget are checked
     on the header, before any pixel is decoded."""
+    segments = _segments(data)  # before Image.open: opening is what parses them
+    if segments > MAX_SEGMENTS:
+        raise ImageProblem(f"The image file has more than {MAX_SEGMENTS:,} chunks, blocks or "
+                           "marker segments; the server decodes files of at most that many.",
+                           "image_too_many_segments")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -5,7 +5,9 @@ cannot keep another's waiting, and the server keeps answering meanwhile."""
 from __future__ import annotations
 
 import io
+import struct
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,12 +42,20 @@ def webp(size: tuple[int, int]) -> bytes:
     return out.getvalue()
 
 
+def chunk_spam() -> bytes:
+    """A 16x16 PNG padded with empty chunks, one more than the server parses."""
+    empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    png = picture(1, (16, 16))
+    return png[:33] + empty * images.MAX_SEGMENTS + png[33:]
+
+
 HOSTILE = [
     # a few hundred bytes declaring 36 MP: under image_max_pixels (40 M), over the decode budget
     ("png decodes big", data_url(png_header(6000, 6000)), {}, "image_decode_too_large", "36,000,000"),
     ("webp counts thrice", data_url(webp((100, 100)), "image/webp"),
      {"image_decode_max_pixels": 29_999}, "image_decode_too_large", "30,000"),
     ("jpeg scan bomb", data_url(scan_bomb(), "image/jpeg"), {}, "image_too_many_scans", "scans"),
+    ("png chunk spam", data_url(chunk_spam()), {}, "image_too_many_segments", "16,384"),
 ]
 
 

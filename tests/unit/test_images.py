@@ -262,3 +262,42 @@ def test_jpeg_with_many_scans_is_refused_before_decoding(monkeypatch):
     bomb = data[:-2] + data[last:-2] * images.MAX_JPEG_SCANS + b"\xff\xd9"
     message = refused_before_loading(monkeypatch, bomb, "image_too_many_scans")
     assert f"at most {images.MAX_JPEG_SCANS}" in message
+
+
+def _png_with_chunks(extra: int) -> bytes:
+    import struct
+    import zlib
+
+    empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    png = png_bytes((16, 16))
+    return png[:33] + empty * extra + png[33:]
+
+
+def _gif_with_sub_blocks(extra: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("P", (16, 16)).save(out, "GIF")
+    gif = out.getvalue()
+    first = gif.index(b"\x2c", 13)  # the image descriptor (after the colour table)
+    return gif[:first] + b"\x21\xfe" + b"\x01x" * extra + b"\x00" + gif[first:]
+
+
+def _jpeg_with_segments(extra: int, junk: bytes = b"") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(out, "JPEG")
+    jpeg = out.getvalue()
+    after_app0 = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:after_app0] + (junk + b"\xff\xfe\x00\x02") * extra + jpeg[after_app0:]
+
+
+@pytest.mark.parametrize("build", [_png_with_chunks, _gif_with_sub_blocks, _jpeg_with_segments,
+                                   lambda n: _jpeg_with_segments(n // 2, b"\0" * 16)],
+                         ids=["png chunks", "gif sub-blocks", "jpeg segments", "jpeg junk"])
+def test_files_with_too_many_segments_are_refused_before_pillow_parses_them(monkeypatch, build):
+    """Pillow reads segments one by one in Python (~3 us each, the GIL held): 10 MB of empty
+    ones is seconds of CPU for a 16x16 image. Refused before Image.open."""
+    config = ImageConfig(8, 64, 2)
+    assert decode(build(images.MAX_SEGMENTS - 20), config, 10**6).size == (16, 16)
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened"))
+    with pytest.raises(images.ImageProblem) as info:
+        decode(build(images.MAX_SEGMENTS + 1), config, 10**6)
+    assert info.value.code == "image_too_many_segments"
