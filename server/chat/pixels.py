@@ -66,7 +66,8 @@ def to_model_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     scale = height / out_h
     bytes_per_row = width * 4  # Pillow keeps 1-4 bytes a pixel; RGB conversion adds copies
     span = max(4, _BAND_BYTES // max(1, bytes_per_row))  # source rows cropped at once
-    band = max(1, int((span - 4) / scale) + 1)  # output rows whose source rows fit the span
+    band = max(1, min(int((span - 4) / scale) + 1,  # output rows whose source rows fit the
+                      _BAND_BYTES // (out_w * 12)))  # span, and whose float rows fit the band
     out = np.empty((out_h, out_w, 3), dtype=np.uint8)
     for y0 in range(0, out_h, band):
         y1 = min(out_h, y0 + band)
