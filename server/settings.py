@@ -67,6 +67,14 @@ class Settings(BaseModel):
     image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest image file")
     image_max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height), "
                                   "checked before decoding")
+    image_decode_max_pixels: int = Field(
+        25_000_000, ge=1, description="Pixels decoding may hold per image, checked on the header: "
+        "full size for PNG, GIF, WebP and progressive JPEG; baseline JPEG at its reduced scale")
+    image_decode_queue: int = Field(
+        64, ge=1, description="Images admitted for decoding at once across requests; a request "
+        "whose images do not fit gets a 429")
+    image_decode_threads: int | None = Field(
+        None, ge=1, description="Image decoding threads (default: CPUs, at most 4)")
     image_fetch: bool = Field(False, description="Fetch http(s) image URLs (off: data: URLs only)")
     image_fetch_domains: list[str] = Field(
         default_factory=list, description="Hosts image URLs may name: example.com, *.example.com, *")
