@@ -76,22 +76,24 @@ def loads(raw: bytes | str, budgets: Budgets, *, param: str | None = None,
             raise over(f"{what} is nested more than {budgets.json_depth} levels deep, this "
                        "server's limit (max_json_depth).", param=param, code="json_too_deep") from None
         raise InvalidRequest(f"{what} is not valid JSON.", param=param, code="invalid_json") from None
-    check_depth(value, budgets.json_depth, param=param, what=what)
+    check_depth(value, budgets.json_depth, param=param, what=what, inside=param is not None)
     return value
 
 
 def check_depth(value: Any, limit: int, *, param: str | None = None,
-                what: str = "The request body") -> None:
+                what: str = "The request body", inside: bool = False) -> None:
     """A 400 ``json_too_deep`` naming the deepest field if ``value`` nests deeper than
-    ``limit`` containers (iterative: any depth is safe to check)."""
+    ``limit`` containers (iterative: any depth is safe to check). ``inside``: ``value`` came
+    from a string field (``param``), which the error names; the path within it is in the
+    message."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
             where = _path_to_depth(value, limit + 1, param)
             raise over(f"{what} is nested more than {limit} levels deep (at '{where}'), this "
-                       "server's limit (max_json_depth).", param=where or param,
-                       code="json_too_deep")
+                       "server's limit (max_json_depth).",
+                       param=param if inside else where or param, code="json_too_deep")
         if type(node) is dict:
             stack.extend((v, depth + 1) for v in node.values() if type(v) in (dict, list))
         elif type(node) is list:

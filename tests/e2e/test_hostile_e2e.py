@@ -3,7 +3,6 @@ over the fake engine, through the real server process, vLLM and the response sto
 
 from __future__ import annotations
 
-import json
 import threading
 
 import httpx
@@ -11,17 +10,11 @@ import pytest
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.test_tools_e2e import script, tokenizers  # noqa: F401 - fixture
+from tests.hostile.test_budgets import nested
 from tests.spec import assert_error
 
 pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "hi"}]
-
-
-def nested(depth: int) -> dict:
-    value: dict = {}
-    for _ in range(depth - 1):
-        value = {"x-a": value}
-    return value
 
 
 def post(server, path: str, body: dict, timeout: float = 120) -> httpx.Response:
