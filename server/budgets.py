@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from server.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from server.protocol import ChatCompletionRequest
 
 # Bodies with more values than this are parsed (and validated) in a worker thread.
 THREAD_VALUES = 20_000
@@ -143,6 +146,38 @@ def schema(value: Any, budgets: Budgets, *, param: str) -> Any:
     out.digest = hashlib.blake2b(text, digest_size=16).digest()
     out.size = len(text)
     return out
+
+
+def check_budgets(req: ChatCompletionRequest, budgets: Budgets) -> None:
+    """Tools, stop strings and schemas within the server's input budgets (``server.budgets``);
+    each schema is serialised here, once, for its size and the digest the caches key on."""
+    if req.tools is not None and len(req.tools) > budgets.tools:
+        raise over(f"The request has {len(req.tools)} tools; this server accepts at most "
+                   f"{budgets.tools} (max_tools).", param="tools", code="too_many_tools")
+    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stops) > budgets.stop_strings:
+        raise over(f"The request has {len(stops)} stop strings; this server accepts at most "
+                   f"{budgets.stop_strings} (max_stop_strings).", param="stop",
+                   code="too_many_stop_strings")
+    for i, stop in enumerate(stops):
+        if len(stop) > budgets.stop_chars:
+            raise over(f"A stop string is {len(stop):,} characters long; this server accepts at "
+                       f"most {budgets.stop_chars:,} (max_stop_chars).",
+                       param="stop" if isinstance(req.stop, str) else f"stop[{i}]",
+                       code="stop_too_long")
+    rf = req.response_format
+    if rf is not None and rf.json_schema is not None:
+        rf.json_schema.schema_ = schema(rf.json_schema.schema_, budgets,
+                                        param="response_format.json_schema.schema")
+    so = req.structured_outputs
+    if so is not None and so.json_ is not None:
+        param = "structured_outputs.json"
+        if isinstance(so.json_, str):  # JSON inside a string: the same budgets as the body
+            so.json_ = loads(so.json_, budgets, param=param, what="The JSON schema")
+        so.json_ = schema(so.json_, budgets, param=param)
+    for i, tool in enumerate(req.tools or []):
+        tool.function.parameters = schema(tool.function.parameters, budgets,
+                                          param=f"tools[{i}].function.parameters")
 
 
 def join_path(path: tuple[str | int, ...], base: str | None = None) -> str:
