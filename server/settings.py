@@ -82,6 +82,11 @@ class Settings(BaseModel):
     responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most "
                                     "(oldest go first)")
 
+    # --- Anthropic Messages API -----------------------------------------------------
+    accept_claude_models: bool = Field(
+        False, description="/v1/messages answers any 'claude-*' model name with the served model "
+        "(Claude Code's built-in names); off: only the served id and aliases")
+
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)

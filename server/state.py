@@ -17,6 +17,7 @@ from typing import Literal
 
 from server import metrics
 from server.admission import Admission
+from server.anthropic.service import MessagesService
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
 from server.responses.service import ResponsesService, StoredResponses
@@ -41,6 +42,7 @@ class ServerState:
     engine: EngineClient | None = None
     service: ChatService | None = None
     responses: ResponsesService | None = None
+    messages: MessagesService | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
@@ -81,6 +83,8 @@ class ServerState:
             image_limits=ImageLimits.from_settings(self.settings),
         )
         self.responses = ResponsesService(self.service, self.store)
+        self.messages = MessagesService(self.service,
+                                        accept_claude_models=self.settings.accept_claude_models)
         await self.service.warm_up()
         if self.phase == "loading":
             self._set_phase("ready")

@@ -24,6 +24,7 @@ class StopMatcher:
         self.stops = stops
         self.hold = max(len(s) for s in stops) - 1
         self.buffer = ""
+        self.matched: str | None = None  # the stop string that ended the output
 
     def push(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
@@ -31,7 +32,7 @@ class StopMatcher:
         hits = [(self.buffer.find(s), s) for s in self.stops]
         hits = [(pos, s) for pos, s in hits if pos >= 0]
         if hits:
-            pos = min(pos for pos, _ in hits)
+            pos, self.matched = min(hits, key=lambda hit: (hit[0], len(hit[1])))
             out, self.buffer = self.buffer[:pos], ""
             return out, True
         cut = len(self.buffer)
@@ -53,6 +54,7 @@ class Step:
     events: list[Event] = field(default_factory=list)
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the stop string that ended the output, if one did
 
 
 class ChoiceState:
@@ -93,6 +95,7 @@ class ChoiceState:
         if stopped:
             self.stopped_by_string = True
             step.finish_reason = self.finish_reason = "stop"
+            step.stop_sequence = self.stop.matched if self.stop is not None else None
         elif delta.finish_reason is not None:
             self._filter(self.parser.finish(), step)
             if self.stop is not None:
