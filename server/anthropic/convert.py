@@ -35,7 +35,7 @@ from server.anthropic.protocol import (
     TextBlock,
     TextSource,
     ThinkingBlock,
-    ToolChoice,
+    MessageToolChoice,
     ToolDefinition,
     ToolResultBlock,
     ToolUseBlock,
@@ -333,7 +333,7 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
     return tools
 
 
-def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
+def _tool_choice(choice: MessageToolChoice) -> dict[str, Any]:
     fields: dict[str, Any] = {"parallel_tool_calls": not choice.disable_parallel_tool_use}
     if choice.type == "tool":
         fields["tool_choice"] = {"type": "function", "function": {"name": choice.name}}

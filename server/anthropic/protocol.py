@@ -103,29 +103,29 @@ class ToolDefinition(_Lenient):
     strict: bool | None = None
 
 
-class ToolChoice(_Lenient):
+class MessageToolChoice(_Lenient):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = Field(None, min_length=1)
     disable_parallel_tool_use: bool = False
 
 
-class Thinking(_Lenient):
+class ThinkingConfig(_Lenient):
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, ge=1024)
     display: Literal["summarized", "omitted"] | None = None
 
 
-class OutputFormat(_Lenient):
+class JSONOutputFormat(_Lenient):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
 class OutputConfig(_Lenient):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None  # accepted, not used
-    format: OutputFormat | None = None
+    format: JSONOutputFormat | None = None
 
 
-class Metadata(_Lenient):
+class MessageMetadata(_Lenient):
     user_id: str | None = Field(None, max_length=256)
 
 
@@ -142,13 +142,13 @@ class MessagesRequest(_Lenient):
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
-    metadata: Metadata | None = None
+    metadata: MessageMetadata | None = None
     stream: bool = False
     tools: list[Any] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
+    tool_choice: MessageToolChoice | None = None
+    thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
-    output_format: OutputFormat | None = None  # the structured-outputs beta's name for it
+    output_format: JSONOutputFormat | None = None  # the structured-outputs beta's name for it
     mcp_servers: list[Any] | None = None
 
     @property
