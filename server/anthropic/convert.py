@@ -376,6 +376,7 @@ def chat_body(req: MessagesRequest, conv: Conversion, model: ModelInfo, *,
     if accept_claude_models and name.startswith("claude-"):
         name = model.id
     body: dict[str, Any] = {
+        **req.extras,
         "model": name, "messages": conv.messages, "max_tokens": req.max_tokens,
         "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
         "stop": req.stop_sequences or None, "stream": req.stream,

@@ -20,6 +20,11 @@ from server.errors import InvalidRequest
 
 T = TypeVar("T", bound=BaseModel)
 
+# vLLM sampling fields a request may add through the SDK's extra_body, with their chat meaning
+# (as vLLM's own /v1/messages takes vllm_xargs); Anthropic's own fields are not overridden
+PASSTHROUGH = ("min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed",
+               "ignore_eos", "min_tokens", "stop_token_ids", "structured_outputs", "vllm_xargs")
+
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -150,6 +155,7 @@ class MessagesRequest(_Lenient):
     output_config: OutputConfig | None = None
     output_format: JSONOutputFormat | None = None  # the structured-outputs beta's name for it
     mcp_servers: list[Any] | None = None
+    extras: dict[str, Any] = Field(default_factory=dict, exclude=True)  # PASSTHROUGH fields
 
     @property
     def output_schema(self) -> dict[str, Any] | None:
@@ -161,6 +167,8 @@ def parse_messages_request(body: Any, *, count_only: bool = False) -> MessagesRe
     """The checked request; ``count_only``: ``/v1/messages/count_tokens`` (no ``max_tokens``)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    body = {k: v for k, v in body.items() if v is not None}  # null: not given
+    body["extras"] = {k: body.pop(k) for k in PASSTHROUGH if k in body}
     req = check(MessagesRequest, body)
     if req.max_tokens is None and not count_only:
         raise InvalidRequest("Field required.", param="max_tokens", code="missing_required_parameter")

@@ -277,13 +277,16 @@ def test_tool_choice_forms(tokenizer_dirs):
 def test_sampling_stop_sequences_and_prefill(tokenizer_dirs):
     s = Script(tokenizer_dirs, "v11-tekken")
     with serve(s.dir, lambda p, sp, i: s.ids("Hello STOP and more.")) as (client, fake):
-        stopped, _, _ = both(client, stop_sequences=["STOP", "never"], temperature=0.3, top_p=0.8, top_k=5)
+        stopped, _, _ = both(client, stop_sequences=["STOP", "never"], temperature=0.3, top_p=0.8, top_k=5,
+                             seed=7, ignore_eos=True, vllm_xargs={"script": [1]}, min_p=None)
         sampling = fake.requests[-1][1]
         prefill = create(client, messages=[*QUESTION, {"role": "assistant", "content": "The answer:"}])
         prompt = prompt_text(s, fake)
     assert stopped["stop_reason"] == "stop_sequence" and stopped["stop_sequence"] == "STOP"
     assert stopped["content"] == [{"type": "text", "text": "Hello "}]
     assert (sampling.temperature, sampling.top_p, sampling.top_k) == (0.3, 0.8, 5)
+    # vLLM's extras through extra_body, with their chat meaning
+    assert (sampling.seed, sampling.ignore_eos, sampling.extra_args) == (7, True, {"script": [1]})
     assert prompt.rstrip().endswith("The answer:")  # continued, not a new turn
     assert prefill.json()["content"][0]["text"] == "Hello STOP and more."
 
