@@ -339,3 +339,23 @@ def test_claude_model_names_only_when_enabled(tokenizer_dirs):
         other = create(client, model="gpt-4o")
     assert refused.status_code == 404 and other.status_code == 404
     assert accepted.status_code == 200 and accepted.json()["model"] == MODEL
+
+
+def test_thinking_is_reasoning_effort_on_v15(tokenizer_dirs, tmp_path_factory):
+    from tests.api.test_mistral_api import v15_dir
+
+    directory = v15_dir.__wrapped__(tmp_path_factory)
+    s = Script({"v15-tekken": directory}, "v15-tekken")
+    with serve(directory, lambda p, sp, i: s.ids("Fine.")) as (client, fake):
+        prompts = {}
+        for kind in ("enabled", "adaptive", "disabled"):
+            extra = {"budget_tokens": 1024} if kind == "enabled" else {}
+            r = create(client, max_tokens=2048, thinking={"type": kind, **extra})
+            assert r.status_code == 200, r.text
+            prompts[kind] = prompt_text(s, fake)
+        create(client)
+        prompts["absent"] = prompt_text(s, fake)
+    for kind, effort in (("enabled", "high"), ("adaptive", "high"), ("disabled", "none")):
+        assert f'[MODEL_SETTINGS]{{"reasoning_effort": "{effort}"}}[/MODEL_SETTINGS]' in prompts[kind]
+    assert "reasoning_effort" not in prompts["absent"]
+    assert fake.requests[-2][1].logit_bias is None  # disabled: the settings say so, no bias
