@@ -15,6 +15,9 @@
     # the same load through Anthropic's Messages API (POST /v1/messages, typed SSE events)
     .venv/bin/python scripts/bench.py run --api messages --base-url http://127.0.0.1:8000/v1 ...
 
+    # our server alone, chat and /v1/messages measured alternately: their API CPU per token
+    .venv/bin/python scripts/bench.py apis
+
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
@@ -692,6 +695,28 @@ def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadCli
     return results
 
 
+def apis(args: argparse.Namespace) -> None:
+    """Our server only: chat and /v1/messages alternately at every concurrency (what compare
+    measures of ours), printed as rows and as the messages-vs-chat table."""
+    sys.path.insert(0, str(ROOT))
+    from server.tinymodel import FORMAT, build_tiny_model
+
+    model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
+    kind, port = SERVERS[OURS]
+    results: dict[str, list[Result]] = {OURS: [], MESSAGES: []}
+    print(HEADER, flush=True)
+    with LoadClient() as client:
+        proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            _warm(client, OURS, args.max_tokens)
+            for c in args.concurrency:
+                measure_point(client, [OURS, MESSAGES], {OURS: proc}, c, args, results, args.rounds)
+        finally:
+            stop(proc)
+    print(messages_section(results[OURS], results[MESSAGES]))
+
+
 def compare(args: argparse.Namespace) -> None:
     if args.report_only:
         saved = json.loads(RESULTS.read_text())
@@ -909,14 +934,17 @@ def main() -> None:
                      help="engine batch size for both servers and the ceiling (0: vLLM's default)")
     cmp.add_argument("--report-only", action="store_true",
                      help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
-    for p in (run, cmp):
+    both = sub.add_parser("apis", help="our server: chat vs /v1/messages, alternately")
+    both.add_argument("--rounds", type=int, default=2, help="alternations per point")
+    both.add_argument("--max-num-seqs", type=int, default=256)
+    for p in (run, cmp, both):
         p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
         p.add_argument("--duration", type=float, default=20, help="measured seconds per point")
         p.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.command == "compare":
+    if args.command in ("compare", "apis"):
         args.max_num_seqs = args.max_num_seqs or None
-        compare(args)
+        (compare if args.command == "compare" else apis)(args)
         return
     print(HEADER)
     previous = None

@@ -3,7 +3,7 @@
 A request carrying ``vllm_xargs: {"script": [ids...]}`` gets, at output position ``i``, every
 logit but ``script[i]`` pushed to -inf (then EOS once the script is done). Loaded by the engine
 through the ``logits_processors`` setting as ``tests.e2e.scripted:ScriptedLogits``; requests
-without a script are untouched — unless the server runs with ``MSERVE_TEST_SCRIPT`` (ids,
+without a script are untouched — unless the server runs with ``E2E_SCRIPT`` (ids,
 comma-separated) in its environment: then that is every such request's script (for clients
 that cannot send ``vllm_xargs``, such as Claude Code). The whole serving path stays real: only
 the choice of tokens is scripted.
@@ -41,5 +41,5 @@ class ScriptedLogits(AdapterLogitsProcessor):
 
 
 def _default_script() -> list[int] | None:
-    raw = os.environ.get("MSERVE_TEST_SCRIPT", "").strip()
+    raw = os.environ.get("E2E_SCRIPT", "").strip()
     return [int(t) for t in raw.split(",")] if raw else None

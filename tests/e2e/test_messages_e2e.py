@@ -66,7 +66,8 @@ def test_create_stream_and_count_tokens(tiny_server, tokenizers):
         final = stream.get_final_message()
     assert text == answer and final.content[0].text == answer
     assert final.usage.output_tokens == message.usage.output_tokens
-    random = sdk.messages.create(model=model, max_tokens=5, messages=ASK, temperature=1.0)
+    # this SDK has no sampling arguments (newer Claude models take none); the API still does
+    random = sdk.messages.create(model=model, max_tokens=5, messages=ASK, extra_body={"temperature": 1.0})
     assert random.stop_reason == "max_tokens" and random.usage.output_tokens == 5
     stopped = sdk.messages.create(model=model, max_tokens=64, messages=ASK, stop_sequences=["capital"],
                                   **scripted(tok, answer))
@@ -107,8 +108,8 @@ def test_forced_tool_use_from_the_random_model_fits_the_schema(request, server_n
         for choice in ({"type": "any"}, {"type": "tool", "name": "get_time"},
                        {"type": "any", "disable_parallel_tool_use": True}):
             message = sdk.messages.create(model=model, max_tokens=160, tools=[WEATHER, TIME],
-                                          tool_choice=choice, messages=ASK, temperature=1.0,
-                                          extra_body={"seed": seed})
+                                          tool_choice=choice, messages=ASK,
+                                          extra_body={"seed": seed, "temperature": 1.0})
             assert_message(message.model_dump(mode="json"))
             uses = [b for b in message.content if b.type == "tool_use"]
             assert uses and message.stop_reason in ("tool_use", "max_tokens"), message
@@ -156,8 +157,9 @@ def test_images_reach_the_model(request, name):
 
     png = base64.b64encode(picture(3, (60, 40))).decode()
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
-    with_image = sdk.messages.create(model=model, max_tokens=4, temperature=0, messages=ask(image))
-    text_only = sdk.messages.create(model=model, max_tokens=4, temperature=0, messages=ask())
+    greedy = {"extra_body": {"temperature": 0}}
+    with_image = sdk.messages.create(model=model, max_tokens=4, messages=ask(image), **greedy)
+    text_only = sdk.messages.create(model=model, max_tokens=4, messages=ask(), **greedy)
     # a 60x40 image: 4x3 grid of [IMG] (12) + 2 [IMG_BREAK] + 1 [IMG_END]
     assert with_image.usage.input_tokens == text_only.usage.input_tokens + 15
     assert sdk.messages.count_tokens(model=model, messages=ask(image)).input_tokens == \
@@ -175,7 +177,7 @@ def test_errors_are_sdk_exceptions(tiny_server):
         sdk.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=ASK)
     assert missing.value.type == "not_found_error" and "claude-sonnet-4-5" in missing.value.api_message
     with pytest.raises(anthropic.BadRequestError) as bad:
-        sdk.messages.create(model=model, max_tokens=8, messages=ASK, temperature=3)
+        sdk.messages.create(model=model, max_tokens=8, messages=ASK, extra_body={"temperature": 3})
     assert bad.value.type == "invalid_request_error" and bad.value.api_message.startswith("temperature: ")
     with pytest.raises(anthropic.BadRequestError) as unanswered:
         sdk.messages.create(model=model, max_tokens=8, messages=[*ASK, {"role": "assistant", "content": [
@@ -248,7 +250,7 @@ def test_claude_code_runs_against_the_tiny_model(pool, tokenizers, tmp_path):
     pool.make_room(1)
     server = start_server("claude-code", [
         "--served-model-name", "tiny-mistral", "--max-model-len", "32768", *SCRIPTED],
-        env={"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "MSERVE_TEST_SCRIPT": ",".join(map(str, ids))})
+        env={"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "E2E_SCRIPT": ",".join(map(str, ids))})
     try:
         home, work = tmp_path / "home", tmp_path / "work"
         home.mkdir()
