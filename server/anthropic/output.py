@@ -11,7 +11,7 @@ changes, in the model's order (thinking → text → tool_use …):
     message_delta (stop_reason, stop_sequence, usage) → message_stop
 
 Tool input: the argument text streams as ``input_json_delta`` fragments for as long as it is a
-valid prefix of a JSON object (which every client's partial-JSON parser accepts); the block's
+valid prefix of a JSON object (``JsonPrefix``; every client's partial-JSON parser accepts it); the block's
 ``input`` is that streamed text parsed the way Anthropic's SDK parses it (``allow_partial``), so
 a model's malformed arguments end the fragments early instead of breaking the client, and the
 JSON answer and the stream agree.
@@ -32,6 +32,7 @@ from pydantic_core import from_json
 
 from parsers.events import ContentDelta, ReasoningDelta, ToolArgsDelta, ToolCallStart
 from server.anthropic.convert import tool_use_id
+from server.anthropic.jsonprefix import JsonPrefix
 from server.chat.choice import Step
 
 Event = dict[str, Any]
@@ -60,10 +61,10 @@ class _Block:
         self.index = index
         self.block = block  # the dict in the message's content
         self.kind: str = block["type"]
-        self.parts: list[str] = []  # text / thinking / streamed argument text
-        self.sent = ""  # argument text sent so far (tool_use)
+        self.parts: list[str] = []  # text / thinking / argument text sent
         self.held = ""  # argument text not yet sent (whitespace only so far)
         self.broken = False  # the arguments stopped being JSON: nothing more is sent
+        self.json = JsonPrefix()  # whether the argument text can still begin a JSON object
 
     def text(self) -> str:
         return "".join(self.parts)
@@ -153,19 +154,14 @@ class MessageBuilder:
     def _arguments(self, block: _Block, text: str, events: list[Event]) -> None:
         if block.broken or not text:
             return
-        pending = block.held + text
-        sent = block.sent + pending
-        if not sent.strip():
-            block.held = pending  # a client cannot parse whitespace alone: wait for more
-            return
-        try:
-            value = from_json(sent, allow_partial=True)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
+        if not block.json.feed(text):
             block.broken = True
             return
-        block.held, block.sent = "", sent
+        pending = block.held + text
+        if not block.json.started:
+            block.held = pending  # a client cannot parse whitespace alone: wait for more
+            return
+        block.held = ""
         self._append(block, pending, "input_json_delta", "partial_json", events)
 
     def _close(self, events: list[Event]) -> None:
@@ -182,5 +178,5 @@ class MessageBuilder:
             events.append({"type": "content_block_delta", "index": block.index,
                            "delta": {"type": "signature_delta", "signature": sig}})
         else:
-            block.block["input"] = parse_input(block.sent)
+            block.block["input"] = parse_input(text)  # the fragments sent
         events.append({"type": "content_block_stop", "index": block.index})
