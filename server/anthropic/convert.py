@@ -10,6 +10,9 @@ not copied):
   move there too, since Mistral tool messages hold text only;
 - an assistant turn → text, plus ``tool_use`` blocks as tool calls; earlier ``thinking`` and
   ``redacted_thinking`` blocks are not shown to the model again (as in chat history);
+- a ``system`` message inside ``messages`` → a system message where Mistral prompts allow one
+  (at the start, after a user turn; one at the very end goes before the last user turn), else
+  the same text as the user's;
 - ``tools`` / ``tool_choice`` (``any`` = a forced call, ``tool`` = that one,
   ``disable_parallel_tool_use`` = one call) / ``stop_sequences`` / ``output_config.format`` /
   ``thinking`` → their chat counterparts.
@@ -277,11 +280,28 @@ def _assistant(conv: Conversion, content: Any, index: int) -> dict[str, str]:
     return uses
 
 
+def _order(messages: list[Any]) -> list[int]:
+    """The messages' indices in prompt order. System messages at the very end (Claude Code
+    sends one after the user's) go before the last user message, so that the prompt ends with
+    the user's turn, where Mistral models answer — unless that message answers tool calls."""
+    k = len(messages)
+    while k and isinstance(messages[k - 1], dict) and messages[k - 1].get("role") == "system":
+        k -= 1
+    last = messages[k - 1] if k else None
+    if k == len(messages) or not isinstance(last, dict) or last.get("role") != "user":
+        return list(range(len(messages)))
+    blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks):
+        return list(range(len(messages)))
+    return [*range(k - 1), *range(k, len(messages)), k - 1]
+
+
 def _messages(conv: Conversion, req: MessagesRequest) -> None:
     if req.system is not None:
         conv.add({"role": "system", "content": _text(req.system, "system")}, "system")
     pending: dict[str, str] = {}  # tool uses of the previous assistant turn
-    for i, raw in enumerate(req.messages):
+    for i in _order(req.messages):
+        raw = req.messages[i]
         path = f"messages.{i}"
         if not isinstance(raw, dict):
             raise InvalidRequest("Input should be an object.", param=path, code="invalid_type")
@@ -307,7 +327,10 @@ def _messages(conv: Conversion, req: MessagesRequest) -> None:
         if role == "assistant":
             pending = _assistant(conv, content, i)
         elif role == "system":
-            conv.add({"role": "system", "content": _text(content, f"{path}.content")}, path)
+            # Mistral prompts hold system prompts at the start or after a user turn only: later
+            # (after the assistant or tool results) the text comes as the user's
+            where = "system" if not conv.messages or conv.messages[-1]["role"] in ("system", "user") else "user"
+            conv.add({"role": where, "content": _text(content, f"{path}.content")}, path)
         else:
             raise InvalidRequest(f"Input should be 'user' or 'assistant'; got {role!r}.",
                                  param=f"{path}.role", code="invalid_value")

@@ -359,3 +359,26 @@ def test_thinking_is_reasoning_effort_on_v15(tokenizer_dirs, tmp_path_factory):
         assert f'[MODEL_SETTINGS]{{"reasoning_effort": "{effort}"}}[/MODEL_SETTINGS]' in prompts[kind]
     assert "reasoning_effort" not in prompts["absent"]
     assert fake.requests[-2][1].logit_bias is None  # disabled: the settings say so, no bias
+
+
+def test_system_messages_inside_the_conversation(tokenizer_dirs):
+    """Claude Code sends a system message after the user's: the prompt still ends with the user's
+    turn (where Mistral models answer); after tool results (where Mistral prompts take no system
+    prompt) its text is the user's next turn."""
+    s = Script(tokenizer_dirs, "v11-tekken")
+    late = {"role": "system", "content": "Agents: none."}
+    with serve(s.dir, lambda p, sp, i: s.ids("Hi.")) as (client, fake):
+        plain = create(client, messages=[*QUESTION, late])
+        moved = prompt_text(s, fake)
+        uses = [*QUESTION, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                                              "name": "get_weather", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18"}]},
+                late]
+        after_tools = create(client, tools=[WEATHER], messages=uses)
+        kept = prompt_text(s, fake)
+        bad = create(client, messages=[{"role": "user", "content": [{"type": "text"}]}, late])
+    assert plain.status_code == after_tools.status_code == 200, after_tools.text
+    assert moved.index("Agents: none.") < moved.index("What is the weather") and moved.endswith("[/INST]")
+    # after tool results a system prompt may not come: the text is the user's next turn
+    assert kept.endswith("[INST]Agents: none.[/INST]") and kept.index("[/TOOL_RESULTS]") < kept.index("Agents")
+    assert bad.json()["error"]["message"].startswith("messages.0.content.0.text: ")
