@@ -31,7 +31,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from parsers.events import ContentDelta, ReasoningDelta, ToolArgsDelta, ToolCallStart
-from server.anthropic.convert import tool_use_id
+from server.anthropic.blocks import tool_use_id
 from server.anthropic.jsonprefix import JsonPrefix
 from server.chat.choice import Step
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import orjson
 
-from server.anthropic.convert import Conversion, Converted, rename, to_chat
+from server.anthropic.blocks import Conversion
+from server.anthropic.convert import Converted, to_chat
+from server.anthropic.params import rename
 from server.anthropic.output import MessageBuilder
 from server.anthropic.protocol import MessagesRequest
 from server.chat.choice import Step
