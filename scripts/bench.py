@@ -12,11 +12,19 @@
     # rewrite the report from the last compare run's numbers (.cache/bench-compare.json)
     .venv/bin/python scripts/bench.py compare --report-only
 
+    # the same load through Anthropic's Messages API (POST /v1/messages, typed SSE events)
+    .venv/bin/python scripts/bench.py run --api messages --base-url http://127.0.0.1:8000/v1 ...
+
+    # our server alone, chat and /v1/messages measured alternately: their API CPU per token
+    .venv/bin/python scripts/bench.py apis
+
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
 (``ignore_eos``, fixed ``max_tokens``, usage in the last chunk), reads it to the end, and sends
-the next one.
+the next one. ``compare`` loads our server through ``/v1/chat/completions`` and through
+``/v1/messages`` (Anthropic's API over the same pipeline), alternating the two at every point, so
+the two APIs' CPU per token can be compared on one process.
 
 Every point is measured in steady state: workers start spread over about one stream's duration,
 a warm-up lasts until every worker has finished one stream, then a window of ``--duration``
@@ -261,7 +269,8 @@ class Load:
 
 
 # -- a minimal streaming HTTP/1.1 client ------------------------------------------------------------
-CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"')
+CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"',
+           b'"text":"', b'"thinking":"')  # the last two: /v1/messages deltas
 
 
 class Connection:
@@ -292,6 +301,13 @@ class Connection:
         """Handle the complete SSE frames in ``sse``; returns the incomplete rest."""
         *frames, rest = sse.split(b"\n\n")
         for frame in frames:
+            if frame.startswith(b"event: "):  # typed events (/v1/messages): data on line 2
+                kind, _, frame = frame.partition(b"\n")
+                if kind == b"event: message_delta":
+                    stream.tokens = json.loads(frame[6:])["usage"]["output_tokens"]
+                    continue
+                if kind == b"event: error":
+                    raise RuntimeError(f"error event: {frame[:200]!r}")
             if not frame.startswith(b"data: "):
                 continue  # comments (keep-alive pings)
             for key in CONTENT:
@@ -383,14 +399,29 @@ class Connection:
             now = time.perf_counter()
 
 
-def http_streams(base: str, model: str, max_tokens: int, api_key: str | None) -> Callable[[], OneStream]:
+APIS = ("chat", "messages")
+
+
+def http_streams(base: str, model: str, max_tokens: int, api_key: str | None,
+                 api: str = "chat") -> Callable[[], OneStream]:
+    """``api``: ``chat`` (``/chat/completions``, usage in the last chunk) or ``messages``
+    (``/messages``, typed events, usage in ``message_delta``); both with ``ignore_eos`` (through
+    the Anthropic SDK's ``extra_body`` for ``/messages``)."""
     url = urlparse(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
-                       "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
-                       "stream": True, "stream_options": {"include_usage": True}}).encode()
-    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-    request = (f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+    messages = [{"role": "user", "content": PROMPT}]
+    if api == "messages":
+        path = "messages"
+        body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True}).encode()
+        auth = f"x-api-key: {api_key}\r\nanthropic-version: 2023-06-01\r\n" if api_key else ""
+    else:
+        path = "chat/completions"
+        body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+    request = (f"POST {url.path.rstrip('/')}/{path} HTTP/1.1\r\nHost: {host}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
                ).encode() + body
 
@@ -413,11 +444,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def http_point(base: str, model: str, concurrency: int, duration: float, max_tokens: int,
-               api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> dict[str, Any]:
+               api_key: str | None = None, pid: int | None = None, ramp: float = 0.0,
+               api: str = "chat") -> dict[str, Any]:
     """One measured point (runs in the load generator's process); a Result as a dict."""
     load = Load(concurrency, duration, pid=pid, ramp=ramp)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        result = runner.run(load.run(http_streams(base, model, max_tokens, api_key)))
+        result = runner.run(load.run(http_streams(base, model, max_tokens, api_key, api)))
     return asdict(result)
 
 
@@ -430,9 +462,10 @@ class LoadClient:
         self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def measure(self, base: str, model: str, concurrency: int, duration: float, max_tokens: int,
-                api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> Result:
+                api_key: str | None = None, pid: int | None = None, ramp: float = 0.0,
+                api: str = "chat") -> Result:
         data = self.pool.submit(http_point, base, model, concurrency, duration, max_tokens,
-                                api_key, pid, ramp).result()
+                                api_key, pid, ramp, api).result()
         return Result(**data)
 
     def close(self) -> None:
@@ -474,7 +507,7 @@ def row(label: str, r: Result) -> str:
 
 
 # -- compare mode -----------------------------------------------------------------------------------
-OURS, VLLM, CEILING = "ours", "vLLM api_server", "engine (in-process)"
+OURS, MESSAGES, VLLM, CEILING = "ours", "ours /v1/messages", "vLLM api_server", "engine (in-process)"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -592,28 +625,54 @@ def merge(parts: list[Result]) -> Result:
 
 
 SERVERS = {OURS: ("ours", 18001), VLLM: ("vllm", 18002)}
+# what is measured: label → (server, API); our server answers both APIs from one process
+TARGETS = {OURS: (OURS, "chat"), MESSAGES: (OURS, "messages"), VLLM: (VLLM, "chat")}
 
 
-def measure_server(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
+def measure_target(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
                    args: argparse.Namespace, previous: Result | None) -> Result:
-    port = SERVERS[label][1]
-    return client.measure(f"http://127.0.0.1:{port}/v1", "tiny", c, duration, args.max_tokens,
-                          pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, duration))
+    server, api = TARGETS[label]
+    return client.measure(f"http://127.0.0.1:{SERVERS[server][1]}/v1", "tiny", c, duration,
+                          args.max_tokens, pid=proc.pid, api=api,
+                          ramp=ramp_for(c, args.max_tokens, previous, duration))
+
+
+def measure_point(client: LoadClient, labels: list[str], procs: dict[str, subprocess.Popen], c: int,
+                  args: argparse.Namespace, results: dict[str, list[Result]], rounds: int) -> None:
+    """``labels`` measured alternately at concurrency ``c`` (ABBA: the order reverses each round)
+    for ``args.duration`` each in all; one label is measured in one window."""
+    parts: dict[str, list[Result]] = {label: [] for label in labels}
+    order = list(labels)
+    for _ in range(rounds if len(labels) > 1 else 1):
+        for label in order:
+            previous = results[label][-1] if results[label] else None
+            parts[label].append(measure_target(client, label, procs[TARGETS[label][0]], c,
+                                               args.duration / (rounds if len(labels) > 1 else 1),
+                                               args, previous))
+        order.reverse()
+    for label in labels:
+        results[label].append(merge(parts[label]))
+        print(row(label, results[label][-1]), flush=True)
+
+
+def _warm(client: LoadClient, server: str, max_tokens: int) -> None:
+    for s, api in TARGETS.values():
+        if s == server:
+            client.measure(f"http://127.0.0.1:{SERVERS[server][1]}/v1", "tiny", 4, 3, max_tokens, api=api)
 
 
 def compare_sequential(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
-    """One server on the machine at a time: ours at every concurrency, then vLLM's."""
-    results: dict[str, list[Result]] = {}
-    for label, (kind, port) in SERVERS.items():
+    """One server on the machine at a time: ours at every concurrency (chat and messages
+    alternately), then vLLM's."""
+    results: dict[str, list[Result]] = {label: [] for label in TARGETS}
+    for server, (kind, port) in SERVERS.items():
         proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
-        results[label] = []
+        labels = [label for label, (s, _) in TARGETS.items() if s == server]
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
-            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)  # warm-up
+            _warm(client, server, args.max_tokens)
             for c in args.concurrency:
-                previous = results[label][-1] if results[label] else None
-                results[label].append(measure_server(client, label, proc, c, args.duration, args, previous))
-                print(row(label, results[label][-1]), flush=True)
+                measure_point(client, labels, {server: proc}, c, args, results, args.rounds)
         finally:
             stop(proc)
     return results
@@ -623,27 +682,39 @@ def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadCli
     """Both servers up at once, measured alternately (ABBA per concurrency) to cancel drift."""
     procs = {label: start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
              for label, (kind, port) in SERVERS.items()}
-    results: dict[str, list[Result]] = {label: [] for label in SERVERS}
+    results: dict[str, list[Result]] = {label: [] for label in TARGETS}
     try:
         for label, (_, port) in SERVERS.items():
             wait_ready(f"http://127.0.0.1:{port}", procs[label])
-            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)
+            _warm(client, label, args.max_tokens)
         for c in args.concurrency:
-            parts: dict[str, list[Result]] = {label: [] for label in SERVERS}
-            order = list(SERVERS)
-            for _ in range(args.rounds):
-                for label in order:
-                    previous = results[label][-1] if results[label] else None
-                    parts[label].append(measure_server(client, label, procs[label], c,
-                                                       args.duration / args.rounds, args, previous))
-                order.reverse()
-            for label in SERVERS:
-                results[label].append(merge(parts[label]))
-                print(row(label, results[label][-1]), flush=True)
+            measure_point(client, list(TARGETS), procs, c, args, results, args.rounds)
     finally:
         for proc in procs.values():
             stop(proc)
     return results
+
+
+def apis(args: argparse.Namespace) -> None:
+    """Our server only: chat and /v1/messages alternately at every concurrency (what compare
+    measures of ours), printed as rows and as the messages-vs-chat table."""
+    sys.path.insert(0, str(ROOT))
+    from server.tinymodel import FORMAT, build_tiny_model
+
+    model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
+    kind, port = SERVERS[OURS]
+    results: dict[str, list[Result]] = {OURS: [], MESSAGES: []}
+    print(HEADER, flush=True)
+    with LoadClient() as client:
+        proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            _warm(client, OURS, args.max_tokens)
+            for c in args.concurrency:
+                measure_point(client, [OURS, MESSAGES], {OURS: proc}, c, args, results, args.rounds)
+        finally:
+            stop(proc)
+    print(messages_section(results[OURS], results[MESSAGES]))
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -683,7 +754,8 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
-    styles = {OURS: ("C0", "o", "-"), VLLM: ("C1", "s", "-"), CEILING: ("C2", "^", "--")}
+    styles = {OURS: ("C0", "o", "-"), MESSAGES: ("C3", "D", ":"), VLLM: ("C1", "s", "-"),
+              CEILING: ("C2", "^", "--")}
     for label, results in rows.items():
         color, marker, line = styles.get(label, (None, "o", "-"))
         xs = [r.concurrency for r in results]
@@ -723,6 +795,7 @@ def write_report(results: dict[str, list[Result]], args: argparse.Namespace) -> 
     except ImportError:
         picture = "(matplotlib not installed: no plot)\n"
     ours, theirs, ceiling = results[OURS], results[VLLM], results[CEILING]
+    messages = results.get(MESSAGES) or []
     ratios = []
     for a, b, e in zip(ours, theirs, ceiling):
         ratios.append(f"| {a.concurrency} | {_ratio(a.tok_s, b.tok_s)} | "
@@ -802,8 +875,30 @@ Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --dur
   `--mode alternate` check on 2026-12-02 the rates matched these (ours / vLLM: 281 / 285 tok/s at concurrency 1,
   1944 / 1903 at 16; API CPU 258 / 348 and 62 / 88 µs per token).
 """
+    if messages:
+        text += messages_section(ours, messages)
     (docs / "benchmarks.md").write_text(text)
     print(f"wrote {docs / 'benchmarks.md'}")
+
+
+def messages_section(chat: list[Result], messages: list[Result]) -> str:
+    """Anthropic's Messages API against chat completions on the same server process."""
+    rows = "\n".join(
+        f"| {c.concurrency} | {_f(c.api_us_per_token, '.0f')} | {_f(m.api_us_per_token, '.0f')} | "
+        f"{_ratio(m.api_us_per_token, c.api_us_per_token)} | {c.tok_s:.0f} | {m.tok_s:.0f} |"
+        for c, m in zip(chat, messages))
+    return f"""
+## Anthropic's Messages API on the same server
+
+`ours /v1/messages` is the same server process loaded through `POST /v1/messages` (`stream:
+true`, typed `event:` + `data:` frames, `ignore_eos` through `extra_body`, tokens from each
+stream's `message_delta` usage). At every concurrency the two APIs are measured alternately on
+the one process (ABBA), so drift and other load on the machine hit both alike.
+
+| concurrency | chat API CPU µs/token | messages API CPU µs/token | messages / chat | chat tok/s | messages tok/s |
+|---|---|---|---|---|---|
+{rows}
+"""
 
 
 def _range(values: list[float]) -> str:
@@ -828,22 +923,28 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--api-key")
     run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
+    run.add_argument("--api", choices=APIS, default="chat",
+                     help="chat: /chat/completions (default); messages: Anthropic's /messages")
     cmp = sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")
     cmp.add_argument("--mode", choices=["sequential", "alternate"], default="sequential",
                      help="one server at a time (default), or both up and measured alternately")
-    cmp.add_argument("--rounds", type=int, default=2, help="alternations per point (alternate mode)")
+    cmp.add_argument("--rounds", type=int, default=2,
+                     help="alternations per point (our two APIs; both servers in alternate mode)")
     cmp.add_argument("--max-num-seqs", type=int, default=256,
                      help="engine batch size for both servers and the ceiling (0: vLLM's default)")
     cmp.add_argument("--report-only", action="store_true",
                      help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
-    for p in (run, cmp):
+    both = sub.add_parser("apis", help="our server: chat vs /v1/messages, alternately")
+    both.add_argument("--rounds", type=int, default=2, help="alternations per point")
+    both.add_argument("--max-num-seqs", type=int, default=256)
+    for p in (run, cmp, both):
         p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
         p.add_argument("--duration", type=float, default=20, help="measured seconds per point")
         p.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.command == "compare":
+    if args.command in ("compare", "apis"):
         args.max_num_seqs = args.max_num_seqs or None
-        compare(args)
+        (compare if args.command == "compare" else apis)(args)
         return
     print(HEADER)
     previous = None
@@ -851,7 +952,7 @@ def main() -> None:
         for c in args.concurrency:
             previous = client.measure(args.base_url, args.model, c, args.duration, args.max_tokens,
                                       args.api_key, args.pid,
-                                      ramp_for(c, args.max_tokens, previous, args.duration))
+                                      ramp_for(c, args.max_tokens, previous, args.duration), args.api)
             print(row(args.base_url, previous), flush=True)
             if previous.errors:
                 print(f"  {previous.errors} errors", file=sys.stderr)

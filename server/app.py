@@ -25,7 +25,7 @@ from server.errors import (
 )
 from server.logs import request_id_var
 from server.protocol import validation_error
-from server.routes import chat, health, models, responses
+from server.routes import chat, health, messages, models, responses
 from server.state import EngineFactory, ServerState
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(messages.router)
 
     app.add_middleware(FrontDoor, state=state)
 

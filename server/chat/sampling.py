@@ -48,6 +48,8 @@ def _max_tokens(req: ChatCompletionRequest, prompt_len: int, max_model_len: int,
     requested = req.max_new_tokens
     if requested is None:
         return max(1, min(room, default) if default else room)
+    if req.fit_max_tokens and prompt_len + requested > max_model_len:
+        return room  # the output stops where the context ends (the renderer leaves room >= 1)
     if requested > max_model_len:
         raise InvalidRequest(
             f"'{param}' is {requested}, but this model's maximum context length is "
