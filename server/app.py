@@ -28,7 +28,7 @@ from server.errors import (
 )
 from server.logs import request_id_var
 from server.protocol import validation_error
-from server.routes import chat, health, models, responses
+from server.routes import chat, completions, health, models, responses, tokens
 from server.state import EngineFactory, ServerState
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class FrontDoor:
             await send(message)
 
         try:
-            guarded = path.startswith("/v1") or (path == "/metrics" and not self.state.settings.metrics_open)
+            guarded = path.startswith("/v1") or path in ("/tokenize", "/detokenize") or (path == "/metrics" and not self.state.settings.metrics_open)
             auth = headers.get(b"authorization", b"").decode("latin-1") or None
             if self.state.api_keys and guarded and not _authorized(auth, self.state.api_keys):
                 response = error_response(Unauthorized(
@@ -107,7 +107,7 @@ class FrontDoor:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if path == "/v1/chat/completions":
+            if path in ("/v1/chat/completions", "/v1/completions"):
                 metrics.REQUESTS.labels(status=str(status)).inc()
             if path not in ("/health", "/ready", "/metrics"):
                 method = scope["method"]
@@ -148,6 +148,8 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(completions.router)
+    app.include_router(tokens.router)
 
     app.add_middleware(FrontDoor, state=state)
 

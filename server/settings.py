@@ -90,6 +90,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body "
                                 "(images come base64-encoded in it)")
     max_n: int = Field(16, ge=1)
+    max_completion_choices: int = Field(
+        64, ge=1, description="Choices one /v1/completions request may ask for (prompts x n)")
     max_inflight_requests: int | None = Field(
         None, ge=1, description="Requests admitted at once (running + queued); more get 429")
     max_queued_requests: int | None = Field(

@@ -19,6 +19,7 @@ from server import metrics
 from server.admission import Admission
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
+from server.completions.service import CompletionService
 from server.responses.service import ResponsesService, StoredResponses
 from server.responses.store import ResponseStore, open_store
 from server.engine.base import EngineClient
@@ -41,6 +42,7 @@ class ServerState:
     engine: EngineClient | None = None
     service: ChatService | None = None
     responses: ResponsesService | None = None
+    completions: CompletionService | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
@@ -81,6 +83,8 @@ class ServerState:
             image_limits=ImageLimits.from_settings(self.settings),
         )
         self.responses = ResponsesService(self.service, self.store)
+        self.completions = CompletionService(
+            self.service, max_choices=self.settings.max_completion_choices)
         await self.service.warm_up()
         if self.phase == "loading":
             self._set_phase("ready")

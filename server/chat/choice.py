@@ -18,10 +18,13 @@ from server.engine.base import CompletionDelta
 
 
 class StopMatcher:
-    """Finds stop strings in streamed text, holding back any tail that may start one."""
+    """Finds stop strings in streamed text, holding back any tail that may start one.
+    ``include``: the stop string itself is part of the text (vLLM's
+    ``include_stop_str_in_output``)."""
 
-    def __init__(self, stops: tuple[str, ...]) -> None:
+    def __init__(self, stops: tuple[str, ...], include: bool = False) -> None:
         self.stops = stops
+        self.include = include
         self.hold = max(len(s) for s in stops) - 1
         self.buffer = ""
 
@@ -31,8 +34,8 @@ class StopMatcher:
         hits = [(self.buffer.find(s), s) for s in self.stops]
         hits = [(pos, s) for pos, s in hits if pos >= 0]
         if hits:
-            pos = min(pos for pos, _ in hits)
-            out, self.buffer = self.buffer[:pos], ""
+            pos, stop = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
+            out, self.buffer = self.buffer[:pos + len(stop) * self.include], ""
             return out, True
         cut = len(self.buffer)
         for k in range(min(self.hold, len(self.buffer)), 0, -1):
@@ -65,11 +68,12 @@ class ChoiceState:
         stop: tuple[str, ...] = (),
         top_logprobs: int | None = None,
         include_reasoning: bool = True,
+        include_stop: bool = False,
     ) -> None:
         self.index = index
         self.parser = parser
         self.vocab = vocab
-        self.stop = StopMatcher(stop) if stop else None
+        self.stop = StopMatcher(stop, include_stop) if stop else None
         self.top_logprobs = top_logprobs
         self.include_reasoning = include_reasoning
         self.completion_tokens = 0
@@ -88,7 +92,7 @@ class ChoiceState:
             return step
         self.completion_tokens += len(delta.token_ids)
         if self.top_logprobs is not None and delta.logprobs:
-            step.logprobs = [self._logprob_entry(t, lp) for t, lp in zip(delta.token_ids, delta.logprobs)]
+            step.logprobs = [self.logprob_entry(t, lp) for t, lp in zip(delta.token_ids, delta.logprobs)]
         stopped = self._filter(self.parser.feed(delta.token_ids), step)
         if stopped:
             self.stopped_by_string = True
@@ -140,7 +144,7 @@ class ChoiceState:
             step.events.append(event)
         return False
 
-    def _logprob_entry(self, token_id: int, lp: Any) -> dict[str, Any]:
+    def logprob_entry(self, token_id: int, lp: Any) -> dict[str, Any]:
         top = [{"token": self.vocab.token_text(t), "logprob": v,
                 "bytes": list(self._bytes(t))} for t, v in lp.top[: self.top_logprobs]]
         return {"token": self.vocab.token_text(token_id), "logprob": lp.logprob,

@@ -97,6 +97,16 @@ class ChatService:
         images = await load_images(req, self.model, self.image_limits)  # decoded off the loop
         return self._prepare_with(req, images)
 
+    async def prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
+        """The prompt ``prepare`` would send for ``req`` (``/tokenize`` counts it): the same
+        checks, images, tools and rendering, but no sampling, and no context-length limit."""
+        self._check_model(req)
+        await schemas.precheck(req)
+        images = await load_images(req, self.model, self.image_limits)
+        plan_tools(req, self.model, compact_json=self.compact_json)
+        return self.renderer.render(req, include_tools=bool(req.tools), images=images,
+                                    check_length=False).token_ids
+
     def _check_model(self, req: ChatCompletionRequest) -> None:
         if not self.model.accepts(req.model):
             raise ModelNotFound(f"The model '{req.model}' does not exist. This server serves "
