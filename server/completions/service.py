@@ -191,6 +191,8 @@ class CompletionService:
                     await s.aclose()  # type: ignore[attr-defined]
             await self._abort(prep)
             raise failed[0]
+        if len(starts) == 1:
+            return starts[0]  # type: ignore[return-value]
         return _merged(starts, [p * prep.request.n for p in range(len(starts))])  # type: ignore[arg-type]
 
     async def _abort(self, prep: PreparedCompletion) -> None:
@@ -298,15 +300,8 @@ def _sampling(req: CompletionRequest) -> SamplingRequest:
 
 async def _merged(streams: list[AsyncIterator[list[CompletionDelta]]],
                   offsets: list[int]) -> AsyncIterator[list[CompletionDelta]]:
-    """The steps of several engine requests as one stream, choice indexes moved by ``offsets``
-    (one request: passed through as is). Closing it closes (and so aborts) every request."""
-    if len(streams) == 1:
-        try:
-            async for batch in streams[0]:
-                yield batch
-        finally:
-            await streams[0].aclose()  # type: ignore[attr-defined]
-        return
+    """The steps of several engine requests as one stream, choice indexes moved by ``offsets``.
+    Closing it closes (and so aborts) every request."""
     pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
     try:
         while pending:
