@@ -1,13 +1,14 @@
 """Closed-loop streaming load against any OpenAI-compatible server, and a side-by-side mode.
 
     # load against a running server (ours, vLLM's, anything OpenAI-compatible); --pid adds the
-    # CPU time of that process per output token
+    # CPU time of that process per output token; --api completions loads /v1/completions
     .venv/bin/python scripts/bench.py run --base-url http://127.0.0.1:8000/v1 --model tiny-mistral \
-        --concurrency 1 16 64 256 --duration 20 [--pid PID]
+        --concurrency 1 16 64 256 --duration 20 [--pid PID] [--api chat|completions]
 
     # our server, then vLLM's own server, then the in-process engine ceiling, one at a time, on
-    # the same tiny model and engine settings; writes docs/benchmarks.md and docs/benchmarks.png
-    .venv/bin/python scripts/bench.py compare [--mode sequential|alternate]
+    # the same tiny model and engine settings, with chat and text-completion loads (--apis);
+    # writes docs/benchmarks.md and docs/benchmarks.png
+    .venv/bin/python scripts/bench.py compare [--mode sequential|alternate] [--apis chat completions]
 
     # rewrite the report from the last compare run's numbers (.cache/bench-compare.json)
     .venv/bin/python scripts/bench.py compare --report-only
@@ -15,8 +16,8 @@
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
-(``ignore_eos``, fixed ``max_tokens``, usage in the last chunk), reads it to the end, and sends
-the next one.
+(``ignore_eos``, fixed ``max_tokens``, usage in the last chunk) — a chat completion, or a text
+completion of a prompt of about the same length — reads it to the end, and sends the next one.
 
 Every point is measured in steady state: workers start spread over about one stream's duration,
 a warm-up lasts until every worker has finished one stream, then a window of ``--duration``
@@ -46,6 +47,9 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Explain Mistral models in three short bullet points."
+# the text-completion load: about as many prompt tokens as the chat request renders to
+COMPLETION_PROMPT = "Question: explain Mistral models in three short bullet points.\nAnswer:"
+APIS = ("chat", "completions")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = ROOT / ".cache" / "bench-compare.json"
 
@@ -261,7 +265,7 @@ class Load:
 
 
 # -- a minimal streaming HTTP/1.1 client ------------------------------------------------------------
-CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"')
+CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"', b'"text":"')
 
 
 class Connection:
@@ -383,16 +387,21 @@ class Connection:
             now = time.perf_counter()
 
 
-def http_streams(base: str, model: str, max_tokens: int, api_key: str | None) -> Callable[[], OneStream]:
+def http_streams(base: str, model: str, max_tokens: int, api_key: str | None,
+                 api: str = "chat") -> Callable[[], OneStream]:
     url = urlparse(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
-                       "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
-                       "stream": True, "stream_options": {"include_usage": True}}).encode()
+    body = {"model": model, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
+            "stream": True, "stream_options": {"include_usage": True}}
+    if api == "chat":
+        body["messages"], path = [{"role": "user", "content": PROMPT}], "chat/completions"
+    else:
+        body["prompt"], path = COMPLETION_PROMPT, "completions"
+    payload = json.dumps(body).encode()
     auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-    request = (f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
-               ).encode() + body
+    request = (f"POST {url.path.rstrip('/')}/{path} HTTP/1.1\r\nHost: {host}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{auth}\r\n"
+               ).encode() + payload
 
     def make() -> OneStream:
         conn = Connection(host, port)
@@ -413,11 +422,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def http_point(base: str, model: str, concurrency: int, duration: float, max_tokens: int,
-               api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> dict[str, Any]:
+               api_key: str | None = None, pid: int | None = None, ramp: float = 0.0,
+               api: str = "chat") -> dict[str, Any]:
     """One measured point (runs in the load generator's process); a Result as a dict."""
     load = Load(concurrency, duration, pid=pid, ramp=ramp)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        result = runner.run(load.run(http_streams(base, model, max_tokens, api_key)))
+        result = runner.run(load.run(http_streams(base, model, max_tokens, api_key, api)))
     return asdict(result)
 
 
@@ -430,9 +440,10 @@ class LoadClient:
         self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def measure(self, base: str, model: str, concurrency: int, duration: float, max_tokens: int,
-                api_key: str | None = None, pid: int | None = None, ramp: float = 0.0) -> Result:
+                api_key: str | None = None, pid: int | None = None, ramp: float = 0.0,
+                api: str = "chat") -> Result:
         data = self.pool.submit(http_point, base, model, concurrency, duration, max_tokens,
-                                api_key, pid, ramp).result()
+                                api_key, pid, ramp, api).result()
         return Result(**data)
 
     def close(self) -> None:
@@ -475,6 +486,11 @@ def row(label: str, r: Result) -> str:
 
 # -- compare mode -----------------------------------------------------------------------------------
 OURS, VLLM, CEILING = "ours", "vLLM api_server", "engine (in-process)"
+
+
+def label_for(server: str, api: str) -> str:
+    """Result rows: the chat load keeps the server's plain label."""
+    return server if api == "chat" else f"{server} /v1/completions"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -595,25 +611,30 @@ SERVERS = {OURS: ("ours", 18001), VLLM: ("vllm", 18002)}
 
 
 def measure_server(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
-                   args: argparse.Namespace, previous: Result | None) -> Result:
+                   args: argparse.Namespace, previous: Result | None, api: str = "chat") -> Result:
     port = SERVERS[label][1]
     return client.measure(f"http://127.0.0.1:{port}/v1", "tiny", c, duration, args.max_tokens,
-                          pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, duration))
+                          pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, duration), api=api)
 
 
 def compare_sequential(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
-    """One server on the machine at a time: ours at every concurrency, then vLLM's."""
+    """One server on the machine at a time: ours at every concurrency (each load in
+    ``args.apis``), then vLLM's."""
     results: dict[str, list[Result]] = {}
     for label, (kind, port) in SERVERS.items():
         proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
-        results[label] = []
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
-            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)  # warm-up
-            for c in args.concurrency:
-                previous = results[label][-1] if results[label] else None
-                results[label].append(measure_server(client, label, proc, c, args.duration, args, previous))
-                print(row(label, results[label][-1]), flush=True)
+            for api in args.apis:
+                key = label_for(label, api)
+                results[key] = []
+                client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens,
+                               api=api)  # warm-up
+                for c in args.concurrency:
+                    previous = results[key][-1] if results[key] else None
+                    results[key].append(measure_server(client, label, proc, c, args.duration, args,
+                                                       previous, api))
+                    print(row(key, results[key][-1]), flush=True)
         finally:
             stop(proc)
     return results
@@ -623,23 +644,28 @@ def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadCli
     """Both servers up at once, measured alternately (ABBA per concurrency) to cancel drift."""
     procs = {label: start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
              for label, (kind, port) in SERVERS.items()}
-    results: dict[str, list[Result]] = {label: [] for label in SERVERS}
+    results: dict[str, list[Result]] = {label_for(label, api): [] for api in args.apis
+                                        for label in SERVERS}
     try:
         for label, (_, port) in SERVERS.items():
             wait_ready(f"http://127.0.0.1:{port}", procs[label])
-            client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)
-        for c in args.concurrency:
-            parts: dict[str, list[Result]] = {label: [] for label in SERVERS}
-            order = list(SERVERS)
-            for _ in range(args.rounds):
-                for label in order:
-                    previous = results[label][-1] if results[label] else None
-                    parts[label].append(measure_server(client, label, procs[label], c,
-                                                       args.duration / args.rounds, args, previous))
-                order.reverse()
-            for label in SERVERS:
-                results[label].append(merge(parts[label]))
-                print(row(label, results[label][-1]), flush=True)
+            for api in args.apis:
+                client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens, api=api)
+        for api in args.apis:
+            for c in args.concurrency:
+                parts: dict[str, list[Result]] = {label: [] for label in SERVERS}
+                order = list(SERVERS)
+                for _ in range(args.rounds):
+                    for label in order:
+                        done = results[label_for(label, api)]
+                        parts[label].append(measure_server(
+                            client, label, procs[label], c, args.duration / args.rounds, args,
+                            done[-1] if done else None, api))
+                    order.reverse()
+                for label in SERVERS:
+                    key = label_for(label, api)
+                    results[key].append(merge(parts[label]))
+                    print(row(key, results[key][-1]), flush=True)
     finally:
         for proc in procs.values():
             stop(proc)
@@ -650,7 +676,8 @@ def compare(args: argparse.Namespace) -> None:
     if args.report_only:
         saved = json.loads(RESULTS.read_text())
         results = {label: [Result(**r) for r in rs] for label, rs in saved["results"].items()}
-        write_report(results, argparse.Namespace(**{**vars(args), **saved["args"], "date": saved["date"]}))
+        write_report(results, argparse.Namespace(**{**vars(args), "apis": ["chat"], **saved["args"],
+                                                    "date": saved["date"]}))
         return
     sys.path.insert(0, str(ROOT))
     from server.tinymodel import FORMAT, build_tiny_model
@@ -663,7 +690,7 @@ def compare(args: argparse.Namespace) -> None:
         else:
             results = compare_alternate(args, model_dir, client)
     kept = {k: getattr(args, k) for k in ("mode", "concurrency", "duration", "max_tokens", "rounds",
-                                          "max_num_seqs")}
+                                          "max_num_seqs", "apis")}
 
     def save() -> None:
         RESULTS.write_text(json.dumps({"args": kept, "date": time.strftime("%Y-%m-%d"),
@@ -683,7 +710,9 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
-    styles = {OURS: ("C0", "o", "-"), VLLM: ("C1", "s", "-"), CEILING: ("C2", "^", "--")}
+    styles = {OURS: ("C0", "o", "-"), VLLM: ("C1", "s", "-"), CEILING: ("C2", "^", "--"),
+              label_for(OURS, "completions"): ("C0", "o", ":"),
+              label_for(VLLM, "completions"): ("C1", "s", ":")}
     for label, results in rows.items():
         color, marker, line = styles.get(label, (None, "o", "-"))
         xs = [r.concurrency for r in results]
@@ -692,8 +721,10 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
             ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, linestyle=line,
                      color=color, label="AsyncLLM client, in-process (no HTTP)")
             continue
-        ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, color=color, label=label)
-        ax3.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker=marker, color=color, label=label)
+        ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, linestyle=line,
+                 color=color, label=label)
+        ax3.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker=marker, linestyle=line,
+                 color=color, label=label)
     ax1.set(xscale="log", xlabel="concurrent streams", ylabel="output tokens/s", ylim=(0, None),
             title="Throughput (higher is better)")
     ax2.set(xscale="log", xlabel="concurrent streams", ylabel="API-process CPU µs per output token",
@@ -802,8 +833,35 @@ Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --dur
   `--mode alternate` check on 2026-12-02 the rates matched these (ours / vLLM: 281 / 285 tok/s at concurrency 1,
   1944 / 1903 at 16; API CPU 258 / 348 and 62 / 88 µs per token).
 """
+    text += completions_section(results, args)
     (docs / "benchmarks.md").write_text(text)
     print(f"wrote {docs / 'benchmarks.md'}")
+
+
+def completions_section(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
+    """The text-completion load next to chat, when it was measured."""
+    oc, vc = results.get(label_for(OURS, "completions")), results.get(label_for(VLLM, "completions"))
+    if not oc or not vc:
+        return ""
+    ours = results[OURS]
+    lines = "\n".join(
+        f"| {a.concurrency} | {a.tok_s:.0f} | {b.tok_s:.0f} | {_f(a.api_us_per_token, '.0f')} | "
+        f"{_f(c.api_us_per_token, '.0f')} | {_f(b.api_us_per_token, '.0f')} | "
+        f"{_ratio(a.api_us_per_token, c.api_us_per_token)} | {_ratio(a.api_us_per_token, b.api_us_per_token)} |"
+        for a, b, c in zip(oc, vc, ours))
+    return f"""
+## Text completions (`/v1/completions`)
+
+The same servers, one at a time, under the same closed loop on `/v1/completions`: a raw text
+prompt (`{COMPLETION_PROMPT!r}`, about as many tokens as the chat request renders to),
+`max_tokens={args.max_tokens}`, `ignore_eos`, usage in the last chunk. Our completions path is the
+chat pipeline with a raw-text parser in place of the Mistral output parser (no template, no tool or
+reasoning parsing), so its API CPU per token should be at most chat's.
+
+| concurrency | ours tok/s | vLLM tok/s | ours API CPU µs/token | ours chat (above) | vLLM | ours completions / ours chat | ours / vLLM |
+|---|---|---|---|---|---|---|---|
+{lines}
+"""
 
 
 def _range(values: list[float]) -> str:
@@ -828,12 +886,16 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--api-key")
     run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
+    run.add_argument("--api", choices=APIS, default="chat",
+                     help="the load: chat completions or text completions (/v1/completions)")
     cmp = sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")
     cmp.add_argument("--mode", choices=["sequential", "alternate"], default="sequential",
                      help="one server at a time (default), or both up and measured alternately")
     cmp.add_argument("--rounds", type=int, default=2, help="alternations per point (alternate mode)")
     cmp.add_argument("--max-num-seqs", type=int, default=256,
                      help="engine batch size for both servers and the ceiling (0: vLLM's default)")
+    cmp.add_argument("--apis", nargs="+", choices=APIS, default=list(APIS),
+                     help="loads measured on each server (chat first: the report needs it)")
     cmp.add_argument("--report-only", action="store_true",
                      help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
     for p in (run, cmp):
@@ -851,7 +913,8 @@ def main() -> None:
         for c in args.concurrency:
             previous = client.measure(args.base_url, args.model, c, args.duration, args.max_tokens,
                                       args.api_key, args.pid,
-                                      ramp_for(c, args.max_tokens, previous, args.duration))
+                                      ramp_for(c, args.max_tokens, previous, args.duration),
+                                      api=args.api)
             print(row(args.base_url, previous), flush=True)
             if previous.errors:
                 print(f"  {previous.errors} errors", file=sys.stderr)
