@@ -127,6 +127,8 @@ class CompletionService:
                 raise InvalidRequest(f"'{param}' holds image tokens; images go through "
                                      "/v1/chat/completions.", param=param, code="invalid_value")
             ids, text = raw, self.decode(raw) if req.echo else ""
+        if not ids:  # a text with no tokens and no BOS
+            raise InvalidRequest(f"'{param}' has no tokens.", param=param, code="invalid_value")
         if len(ids) >= self.max_model_len:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, "

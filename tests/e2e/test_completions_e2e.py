@@ -109,6 +109,12 @@ def test_openai_sdk_echo_and_logprobs(tiny_server):
     assert only.choices[0].logprobs.tokens == lp.tokens[:prompt_len]
     assert only.choices[0].logprobs.token_logprobs[1:] == pytest.approx(
         lp.token_logprobs[1:prompt_len], abs=1e-3)
+    # every choice of n > 1 (vLLM runs one child request each) gets the prompt's logprobs
+    two = sdk.completions.create(model=MODEL, prompt=PROMPT, max_tokens=3, echo=True, logprobs=1,
+                                 n=2, temperature=1.0, seed=9)
+    for c in two.choices:
+        assert c.logprobs.token_logprobs[1:prompt_len] == pytest.approx(
+            lp.token_logprobs[1:prompt_len], abs=1e-3)
     # the same prompt logprobs through a stream
     chunks = [c for c in sdk.completions.create(model=MODEL, prompt=PROMPT, max_tokens=6,
                                                  echo=True, logprobs=2, temperature=0,
