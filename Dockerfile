@@ -14,22 +14,26 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The image's vLLM, torch and CUDA stack stay as they are: the constraints file pins every
 # package already installed, so adding our dependencies can never move them. mistral-common is
 # the one exception: it is left out of the constraints because vLLM 0.32's Mistral grammar code
-# needs exactly 1.12.0 (see pyproject.toml), whatever the image shipped.
+# needs exactly 1.12.0 (see pyproject.toml), whatever the image shipped. So are the packages with
+# security floors (fastapi/starlette, h11, orjson, pillow: see pyproject.toml): an image that
+# ships an older release gets the fixed one.
 # fastapi, uvicorn, pydantic, pyyaml, jsonschema, pillow and httpx normally come with vLLM already; then pip
 # keeps the image's versions.
 RUN python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade; \
     python3 -m pip freeze --all \
-      | grep -v -i -E '^(mistral[-_]common|pip|setuptools|wheel)==| @ |^-e ' \
+      | grep -v -i -E '^(mistral[-_]common|fastapi|starlette|h11|orjson|pillow|pip|setuptools|wheel)==| @ |^-e ' \
       > /tmp/image-constraints.txt \
     && python3 -m pip install --no-cache-dir -c /tmp/image-constraints.txt \
       "mistral-common==1.12.0" \
       "fastapi>=0.115" \
+      "starlette>=0.49.1" \
       "uvicorn[standard]>=0.30" \
+      "h11>=0.16" \
       "pydantic>=2.7" \
-      "orjson>=3.9" \
+      "orjson>=3.9.15" \
       "pyyaml>=6" \
       "jsonschema>=4.20" \
-      "pillow>=10" \
+      "pillow>=11.3" \
       "httpx>=0.27" \
       "psycopg[binary]>=3.1" \
     && rm /tmp/image-constraints.txt

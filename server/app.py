@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,15 +14,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server import metrics, openapi
+from server import auth, metrics, openapi
 from server.errors import (
     INTERNAL,
     APIError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
-    error_body,
+    envelope_for,
 )
 from server.logs import request_id_var
 from server.protocol import validation_error
@@ -34,8 +31,13 @@ from server.state import EngineFactory, ServerState
 log = logging.getLogger(__name__)
 
 
-def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(error_body(err), status_code=err.status, headers=err.headers)
+# Answered without an API key: probes, and the API's own description.
+OPEN_PATHS = frozenset({"/health", "/ready", "/status", "/openapi.json", "/docs"})
+
+
+def error_response(err: APIError, path: str = "") -> JSONResponse:
+    """``err`` in the envelope of the API ``path`` belongs to."""
+    return JSONResponse(envelope_for(path)(err), status_code=err.status, headers=err.headers)
 
 
 class BodyLimit:
@@ -52,7 +54,7 @@ class BodyLimit:
         too_large = PayloadTooLarge(f"The request body exceeds the limit of {self.limit} bytes.")
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(too_large)(scope, receive, send)
+            await error_response(too_large, scope["path"])(scope, receive, send)
             return
         seen = 0
 
@@ -76,7 +78,15 @@ class FrontDoor:
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
+        self.keys = auth.KeyRing(state.api_keys)
         self.log = logging.getLogger("server.access")
+
+    def _guarded(self, path: str) -> bool:
+        """Every path needs the key, but probes, the API description and (if the operator
+        says so) metrics."""
+        if path == "/metrics":
+            return not self.state.settings.metrics_open
+        return path not in OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,14 +108,14 @@ class FrontDoor:
             await send(message)
 
         try:
-            guarded = path.startswith("/v1") or path in ("/tokenize", "/detokenize") or (path == "/metrics" and not self.state.settings.metrics_open)
-            auth = headers.get(b"authorization", b"").decode("latin-1") or None
-            if self.state.api_keys and guarded and not _authorized(auth, self.state.api_keys):
-                response = error_response(Unauthorized(
-                    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."))
-                await response(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+            scope[auth.SCOPE_KEY] = ""
+            if self._guarded(path):
+                try:
+                    scope[auth.SCOPE_KEY] = auth.identify(scope.get("headers", []), self.keys)
+                except APIError as err:
+                    await error_response(err, path)(scope, receive, send_with_id)
+                    return
+            await self.app(scope, receive, send_with_id)
         finally:
             if path in ("/v1/chat/completions", "/v1/completions"):
                 metrics.REQUESTS.labels(status=str(status)).inc()
@@ -115,16 +125,6 @@ class FrontDoor:
                     "method": method, "path": path, "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
             request_id_var.reset(token)
-
-
-def _authorized(header: str | None, keys: list[str]) -> bool:
-    if not header or not header.startswith("Bearer "):
-        return False
-    given = header[len("Bearer "):].strip().encode()
-    ok = False
-    for key in keys:  # compare against every key: timing does not tell which one matched
-        ok |= hmac.compare_digest(given, key.encode())
-    return ok
 
 
 def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
@@ -154,26 +154,28 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.add_middleware(FrontDoor, state=state)
 
     @app.exception_handler(APIError)
-    async def api_error(_: Request, err: APIError) -> JSONResponse:
-        return error_response(err)
+    async def api_error(request: Request, err: APIError) -> JSONResponse:
+        return error_response(err, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(list(err.errors())))
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(list(err.errors())), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        found: APIError
         if err.status_code == 404:
-            return error_response(NotFound(f"Unknown route: {request.method} {request.url.path}."))
-        if err.status_code == 405:
-            return error_response(MethodNotAllowed(
-                f"Method {request.method} is not allowed on {request.url.path}."))
-        return error_response(APIError(str(err.detail)))
+            found = NotFound(f"Unknown route: {request.method} {request.url.path}.")
+        elif err.status_code == 405:
+            found = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+        else:
+            found = APIError(str(err.detail))
+        return error_response(found, request.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, err: Exception) -> JSONResponse:
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
-        return error_response(INTERNAL)
+        return error_response(INTERNAL, request.url.path)
 
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     return app

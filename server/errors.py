@@ -21,6 +21,7 @@ Python internals in the message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -108,6 +109,19 @@ class EngineFailure(APIError):
 def error_body(err: APIError) -> dict[str, Any]:
     """The OpenAI error envelope for ``err`` (same for JSON responses and SSE events)."""
     return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+Envelope = Callable[[APIError], dict[str, Any]]
+# Path prefix → the envelope of the API served there; everything else speaks OpenAI's.
+ENVELOPES: tuple[tuple[str, Envelope], ...] = ()
+
+
+def envelope_for(path: str) -> Envelope:
+    """How errors on ``path`` are written (the same for its JSON answers and its middleware)."""
+    for prefix, envelope in ENVELOPES:
+        if path.startswith(prefix):
+            return envelope
+    return error_body
 
 
 INTERNAL = EngineFailure("The server had an error while processing your request.", code="internal_error")

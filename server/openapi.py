@@ -237,7 +237,8 @@ def document() -> dict[str, Any]:
             "responses": dict(ERRORS.values()),
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer", "description": (
-                    "One of the server's API keys (`api_keys`, `api_key_file`). Checked only "
-                    "when the server has keys; without keys every route is open.")}},
+                    "One of the server's API keys (`api_keys`, `api_key_file`); `x-api-key: "
+                    "<key>` is accepted too. One credential per request (two are a 400). Checked "
+                    "only when the server has keys; without keys every route is open.")}},
         },
     }

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from server.budgets import DEFAULT, Budgets, check_budgets
 from server.errors import InvalidRequest
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -244,7 +245,7 @@ class ChatCompletionRequest(_Lenient):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
+    stop: str | list[str] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
@@ -412,7 +413,8 @@ def _apply_mistral_fields(req: ChatCompletionRequest) -> None:
                                  "'prefix': true.", param=f"messages[{i}].prefix")
 
 
-def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> ChatCompletionRequest:
+def parse_request(body: Any, *, headers: Mapping[str, str] | None = None,
+                  budgets: Budgets = DEFAULT) -> ChatCompletionRequest:
     """The validated request; ``headers`` (lower-case names) tell which client sent it."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
@@ -427,6 +429,7 @@ def parse_request(body: Any, *, headers: Mapping[str, str] | None = None) -> Cha
         raise validation_error(exc) from None
     _apply_mistral_fields(req)
     check_image_roles(req)
+    check_budgets(req, budgets)
     headers = headers or {}
     if is_mistral_sdk(headers):
         req._mistral_output = True

@@ -67,6 +67,14 @@ class Settings(BaseModel):
     image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest image file")
     image_max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height), "
                                   "checked before decoding")
+    image_decode_max_pixels: int = Field(
+        25_000_000, ge=1, description="Pixels decoding may hold per image, checked on the header: "
+        "full size for PNG, GIF, WebP and progressive JPEG; baseline JPEG at its reduced scale")
+    image_decode_queue: int = Field(
+        64, ge=1, description="Images admitted for decoding at once across requests; a request "
+        "whose images do not fit gets a 429")
+    image_decode_threads: int | None = Field(
+        None, ge=1, description="Image decoding threads (default: CPUs, at most 4)")
     image_fetch: bool = Field(False, description="Fetch http(s) image URLs (off: data: URLs only)")
     image_fetch_domains: list[str] = Field(
         default_factory=list, description="Hosts image URLs may name: example.com, *.example.com, *")
@@ -79,8 +87,23 @@ class Settings(BaseModel):
         "sqlite", description="Where stored responses live: 'sqlite' (a file under cache_dir), "
         "'sqlite:////abs/path.db', 'postgresql://user:pass@host/db' (shared by replicas), or 'off'")
     responses_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a stored response is kept")
-    responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most "
-                                    "(oldest go first)")
+    responses_max_rows: int = Field(100_000, ge=1, description="Stored responses kept at most, "
+                                    "all keys together (owners over their fair share lose their "
+                                    "oldest first)")
+    responses_max_bytes: int = Field(4 * 1024**3, ge=1024**2, description="Bytes of stored "
+                                     "responses kept at most, all keys together (as max_rows)")
+    responses_max_rows_per_key: int = Field(10_000, ge=1, description="Stored responses kept per "
+                                            "API key (its own oldest go first)")
+    responses_max_bytes_per_key: int = Field(256 * 1024**2, ge=1024, description="Bytes of "
+                                             "stored responses kept per API key (its own oldest "
+                                             "go first)")
+    responses_max_record_bytes: int = Field(16 * 1024**2, ge=1024, description="Largest response "
+                                            "(input items + response) a request may store; more "
+                                            "is a 400 before generating")
+    responses_max_chain_depth: int = Field(1000, ge=1, le=100_000, description="Stored responses "
+                                           "a previous_response_id chain may load; more is a 400")
+    responses_max_chain_bytes: int = Field(64 * 1024**2, ge=1024, description="Bytes a "
+                                           "previous_response_id chain may load; more is a 400")
 
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -92,6 +115,19 @@ class Settings(BaseModel):
     max_n: int = Field(16, ge=1)
     max_completion_choices: int = Field(
         64, ge=1, description="Choices one /v1/completions request may ask for (prompts x n)")
+
+    # --- input budgets (server/budgets.py): what one request may cost ------------------
+    max_json_depth: int = Field(64, ge=8, le=512, description="Deepest nesting of any JSON a "
+                                "request carries (messages, items, schemas, tools, metadata)")
+    max_json_values: int = Field(200_000, ge=1000, description="JSON values in one request body "
+                                 "(counted as its commas and brackets)")
+    max_schema_bytes: int = Field(256 * 1024, ge=1024, description="Largest JSON schema (response "
+                                  "format, structured_outputs, one tool's parameters), compact")
+    max_tools: int = Field(128, ge=1, description="Tools in one request")
+    max_stop_strings: int = Field(16, ge=1, description="Stop strings in one request")
+    max_stop_chars: int = Field(1000, ge=1, description="Longest stop string (characters)")
+    schema_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Memory for what is "
+                                    "derived from schemas seen before (0: no cache)")
     max_inflight_requests: int | None = Field(
         None, ge=1, description="Requests admitted at once (running + queued); more get 429")
     max_queued_requests: int | None = Field(
@@ -111,6 +147,15 @@ class Settings(BaseModel):
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ValueError(f"{net!r} is not a network (CIDR such as 10.0.0.0/8)") from None
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            problem = key_problem(key.get_secret_value())
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("served_model_name", "model", "tokenizer", "tool_parser", "preset")
@@ -134,8 +179,30 @@ class Settings(BaseModel):
                 text = self.api_key_file.read_text()
             except OSError as exc:
                 raise SettingsError(f"api_key_file: cannot read {self.api_key_file}: {exc.strerror}")
-            keys += [line.strip() for line in text.splitlines() if line.strip()]
+            for key in split_list(text.replace("\n", ",")):
+                problem = key_problem(key)
+                if problem:
+                    raise SettingsError(f"api_key_file: {problem}")
+                keys.append(key)
         return keys
+
+
+def split_list(raw: str) -> list[str]:
+    """One rule for list settings from text (environment, command line, key file): items are
+    separated by commas, and blank items are dropped."""
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key (None: it can). Keys are printable ASCII without
+    spaces or commas, so a key reads the same in every source and in every header."""
+    if not _KEY_CHARS.match(key) or "," in key:
+        return ("an API key must be printable ASCII with no spaces or commas (commas separate "
+                "keys in MSERVE_API_KEYS, --api-keys and api_key_file)")
+    return None
 
 
 FIELDS = Settings.model_fields
@@ -146,7 +213,7 @@ _DICT_FIELDS = {"default_sampling", "engine_args", "capabilities"}
 
 def _parse_env_value(key: str, raw: str) -> Any:
     if key in _LIST_FIELDS:
-        return [part.strip() for part in raw.split(",") if part.strip()]
+        return split_list(raw)
     if key in _DICT_FIELDS:
         try:
             return json.loads(raw)
@@ -199,6 +266,8 @@ def load_settings(
     env = dict(os.environ) if env is None else env
     args = build_parser().parse_args(argv)
     cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    for key in _LIST_FIELDS & set(cli):  # --api-keys a,b --api-keys c: three keys, as in env
+        cli[key] = [item for raw in cli[key] for item in split_list(raw)]
     for key in _DICT_FIELDS & set(cli):
         cli[key] = _parse_env_value(key, cli[key])
     env_values: dict[str, Any] = {}

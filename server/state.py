@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
@@ -17,6 +16,8 @@ from typing import Literal
 
 from server import metrics
 from server.admission import Admission
+from server.budgets import Budgets
+from server.chat import schemas
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
 from server.completions.service import CompletionService
@@ -48,12 +49,15 @@ class ServerState:
     ready_at: float | None = None
     on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
     admission: Admission = field(init=False)
+    budgets: Budgets = field(init=False)  # what one request may cost (server/budgets.py)
     store: ResponseStore | None = field(init=False)  # stored responses (/v1/responses)
     stored: StoredResponses = field(init=False)  # their read side, up before the engine
 
     def __post_init__(self) -> None:
         self.store = open_store(self.settings)  # a malformed responses_store fails start-up
         self.stored = StoredResponses(self.store)
+        self.budgets = Budgets.from_settings(self.settings)
+        schemas.configure(self.settings.schema_cache_bytes)
         self.admission = Admission(self.settings.max_inflight_requests,
                                    self.settings.max_queued_requests)
         self._set_phase("loading")
@@ -81,6 +85,7 @@ class ServerState:
             request_timeout=self.settings.request_timeout,
             on_engine_dead=self.fail,
             image_limits=ImageLimits.from_settings(self.settings),
+            budgets=self.budgets,
         )
         self.responses = ResponsesService(self.service, self.store)
         self.completions = CompletionService(

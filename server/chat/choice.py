@@ -14,41 +14,8 @@ from parsers.base import OutputParser
 from parsers.events import ContentDelta, Event, ReasoningDelta, ToolArgsDelta
 from parsers.vocab import Vocab
 from server import metrics
+from server.chat.stops import StopMatcher, StopStrings
 from server.engine.base import CompletionDelta
-
-
-class StopMatcher:
-    """Finds stop strings in streamed text, holding back any tail that may start one.
-    ``include``: the stop string itself is part of the text (vLLM's
-    ``include_stop_str_in_output``)."""
-
-    def __init__(self, stops: tuple[str, ...], include: bool = False) -> None:
-        self.stops = stops
-        self.include = include
-        self.hold = max(len(s) for s in stops) - 1
-        self.buffer = ""
-
-    def push(self, text: str) -> tuple[str, bool]:
-        """Returns (text safe to emit, whether a stop string was hit)."""
-        self.buffer += text
-        hits = [(self.buffer.find(s), s) for s in self.stops]
-        hits = [(pos, s) for pos, s in hits if pos >= 0]
-        if hits:
-            pos, stop = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
-            out, self.buffer = self.buffer[:pos + len(stop) * self.include], ""
-            return out, True
-        cut = len(self.buffer)
-        for k in range(min(self.hold, len(self.buffer)), 0, -1):
-            tail = self.buffer[-k:]
-            if any(s.startswith(tail) for s in self.stops):
-                cut = len(self.buffer) - k
-                break
-        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.buffer = self.buffer, ""
-        return out
 
 
 @dataclass(slots=True)
@@ -65,7 +32,7 @@ class ChoiceState:
         parser: OutputParser,
         vocab: Vocab,
         *,
-        stop: tuple[str, ...] = (),
+        stop: StopStrings | None = None,
         top_logprobs: int | None = None,
         include_reasoning: bool = True,
         include_stop: bool = False,
@@ -73,7 +40,7 @@ class ChoiceState:
         self.index = index
         self.parser = parser
         self.vocab = vocab
-        self.stop = StopMatcher(stop, include_stop) if stop else None
+        self.stop = StopMatcher(stop, include=include_stop) if stop is not None else None
         self.top_logprobs = top_logprobs
         self.include_reasoning = include_reasoning
         self.completion_tokens = 0
@@ -120,7 +87,7 @@ class ChoiceState:
         for parts in self.call_args.values():
             try:
                 json.loads("".join(parts))
-            except ValueError:
+            except (ValueError, RecursionError):  # a model can nest deeper than json parses
                 metrics.PARSE_FAILURES.inc()
 
     def _filter(self, events: list[Event], step: Step) -> bool:

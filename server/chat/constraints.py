@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
-
 from server.chat import schemas
 from server.chat.enforce import for_generation
 from server.engine.base import Constraint
@@ -53,12 +51,7 @@ def _from_structured_outputs(req: ChatCompletionRequest, compact: bool, backend:
     kind = kinds[0]
     value = given[kind]
     param = f"structured_outputs.{kind}"
-    if kind == "json":
-        if isinstance(value, str):
-            try:
-                value = orjson.loads(value)  # like request bodies: no NaN / Infinity
-            except orjson.JSONDecodeError:
-                raise InvalidRequest("The JSON schema is not valid JSON.", param=param) from None
+    if kind == "json":  # a string was parsed with the body's budgets (protocol.check_budgets)
         value = _checked_schema(value, param, backend)
     elif kind == "regex":
         try:

@@ -97,17 +97,20 @@ def _xgrammar_string_combo(node: dict[str, Any]) -> str | None:
 
 def for_generation(schema: Any, backend: str, param: str) -> Any:
     """The schema ``backend`` generates with (``closed_objects``), or a 400 naming the first
-    keyword it would not enforce. Both are remembered per schema: a repeat costs a lookup."""
-    found, closed = schemas.derived(f"generation/{backend}", schema,
-                                    lambda s: (unenforced(s, backend), closed_objects(s)))
-    if found is not None:
-        keyword, where = found
-        raise InvalidRequest(
-            f"The JSON schema uses '{keyword}' (at {where}), which this model's structured-output "
-            f"backend ({backend}) cannot enforce; remove it or express it with the supported "
-            "keywords (see the README's \"Structured outputs\").",
-            param=param, code="unsupported_schema_keyword")
-    return closed
+    keyword it would not enforce. What is accepted is remembered per schema (a repeat costs a
+    lookup); a refusal is not remembered."""
+    def closed(s: Any) -> Any:
+        found = unenforced(s, backend)
+        if found is not None:
+            keyword, where = found
+            raise InvalidRequest(
+                f"The JSON schema uses '{keyword}' (at {where}), which this model's structured-"
+                f"output backend ({backend}) cannot enforce; remove it or express it with the "
+                "supported keywords (see the README's \"Structured outputs\").",
+                param=param, code="unsupported_schema_keyword")
+        return closed_objects(s)
+
+    return schemas.derived(f"generation/{backend}", schema, closed)
 
 
 def closed_objects(schema: Any) -> Any:

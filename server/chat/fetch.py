@@ -7,6 +7,8 @@ Guarantees of `fetch`:
   and the TCP connection goes only to those checked addresses (a second DNS answer cannot
   swap in another one: no DNS rebinding); TLS is still verified against the URL's hostname;
 - redirects are followed by hand and every hop is checked the same way before connecting;
+- a URL that does not parse (the user's or a redirect's ``Location``) is refused as
+  ``invalid_image_url`` wherever it is parsed;
 - the whole fetch is bounded by `FetchPolicy.timeout` and the body by `FetchPolicy.max_bytes`.
 Every refusal or failure is a `FetchError` with a user-facing message and a stable `code`.
 """
@@ -116,7 +118,7 @@ def _parse(url: str, hop: int, policy: FetchPolicy) -> _Target:
     def invalid(why: str) -> FetchError:
         return FetchError(f"{subject} {why}.", "invalid_image_url")
 
-    try:
+    try:  # urlsplit and .port raise ValueError on a malformed host ("http://[x") or port
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError:
@@ -138,10 +140,22 @@ def _parse(url: str, hop: int, policy: FetchPolicy) -> _Target:
     if not _domain_allowed(host, ip, policy.domains):
         desc = _host_desc(host, hop)
         raise FetchError(f"{desc} is not in the server's allowed image domains.", "image_url_not_allowed")
-    path = quote(parts.path or "/", safe=_SAFE)
-    if parts.query:
-        path += "?" + quote(parts.query, safe=_SAFE + "?")
+    try:  # quote encodes to UTF-8: a lone surrogate raises
+        path = quote(parts.path or "/", safe=_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_SAFE + "?")
+    except UnicodeError:
+        raise invalid("is not a valid URL") from None
     return _Target(scheme, host, port, path)
+
+
+def _redirect(url: str, location: str) -> str:
+    """The absolute URL a redirect's Location names (checked by ``_parse`` on the next hop)."""
+    try:  # urljoin splits both URLs: a malformed Location ("http://[x") raises ValueError
+        return urljoin(url, location.strip())
+    except ValueError:
+        raise FetchError("The image URL's redirect target is not a valid URL.",
+                         "invalid_image_url") from None
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -218,7 +232,7 @@ async def _fetch(url: str, policy: FetchPolicy, guard: _GuardedBackend) -> tuple
                     if location is None:
                         message = "The image URL redirected without a Location header."
                         raise FetchError(message, "image_fetch_failed")
-                    url = urljoin(url, location.strip())
+                    url = _redirect(url, location)
                     continue
                 if not 200 <= response.status < 300:
                     message = f"The image URL returned HTTP status {response.status}."

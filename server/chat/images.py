@@ -2,9 +2,18 @@
 
 Sources: ``data:`` URLs (base64) always; ``http(s)`` URLs only through ``server.chat.fetch``
 (off unless the operator turns it on); nothing else, and never a local file. Every check that
-can be made on the bytes or the header comes before decoding: the byte cap, the format
-allowlist (PNG, JPEG, WebP, GIF — first frame), the pixel cap. Decoding and resizing run in
-worker threads, so a request with many large images does not hold up other streams.
+can be made on the bytes or the header comes before decoding: the byte cap, the number of
+segments Pillow would parse in Python, the format allowlist (PNG, JPEG, WebP, GIF — first
+frame), the pixel cap, then the decode budget: the
+pixels decoding holds at once. PNG, GIF and WebP have no reduced decoding, so their size
+counts (WebP's three times: Pillow holds three copies); a progressive JPEG's counts twice (its
+coefficient buffer is full size, whatever the output scale; its scans are capped too). A
+baseline JPEG streams: within the budget it is decoded whole, over it at a reduced scale
+(libjpeg's DCT scaling, ``draft``) that fits, which costs parity with mistral-common (a
+smoother image; numbers in ``scripts/bench_image_decode.py --parity``). Decoding and resizing
+run in ``server.chat.decode_pool`` (a few threads, shared fairly, behind a bounded queue: a
+full queue is a 429); the resize holds at most a band of the image in float and gives
+mistral-common's pixels (``server.chat.pixels``).
 
 Each image is resized here to the grid mistral-common would give it (the same cubic resize),
 so the prompt's ``[IMG]`` grid, vLLM's own processing of the image and what the model sees all
@@ -18,41 +27,56 @@ import asyncio
 import base64
 import binascii
 import io
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from mistral_common.tokens.tokenizers.image import ImageConfig, ImageEncoding
 from PIL import Image, UnidentifiedImageError
 
+from server.chat.decode_pool import Batch, DecodePool, QueueFull
 from server.chat.fetch import FetchError, FetchPolicy, fetch
-from server.errors import InvalidRequest
+from server.chat.pixels import to_model_size
+from server.errors import InvalidRequest, Overloaded
 from server.model import ModelInfo
 from server.protocol import ChatCompletionRequest, ImagePart, image_parts
 
 Image.init()  # every format plugin registered (Image.open(formats=...) looks them up by name)
 # Pillow's openers tried, and no others (JPEG's also opens MPO, what many phone cameras write).
 FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "WEBP", "GIF") if f in Image.OPEN)
-# Decoding and resizing: a few threads of their own (Pillow and OpenCV release the GIL), so
-# images never queue behind other work in asyncio's default pool and never run on the loop.
-_DECODER = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                              thread_name_prefix="image-decode")
+# Scans a JPEG may have. Each scan is a pass over every coefficient of the whole image, whatever
+# the scale it is decoded at (~25 ms per scan at 40 MP) and only a few bytes long, so a small
+# file with thousands of them would decode for minutes. Encoders write 1-3 (baseline) or ~10
+# (progressive). Counted as start-of-scan markers (FF DA) anywhere in the file: entropy-coded
+# data never holds them, a marker segment might (an Exif thumbnail's own scans), so the count
+# can only err high, and no segment layout can hide a scan from it.
+MAX_JPEG_SCANS = 32
+DECODE_MAX_PIXELS = 25_000_000  # the default image_decode_max_pixels
+# Segments Pillow reads one by one in Python before (or around) the pixel data: a PNG's chunks,
+# the extension sub-blocks before a GIF's first image, the marker segments before a JPEG's
+# first scan. ~3 us each and the GIL held, so 10 MB of empty ones is ~2.5 s of CPU for a
+# 16x16 image; real files have tens to a few thousand (1 MB PNG with 64 KB IDATs: 16).
+MAX_SEGMENTS = 16384
 
 
 @dataclass(frozen=True, slots=True)
 class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    decode_max_pixels: int = DECODE_MAX_PIXELS
     fetch: FetchPolicy = FetchPolicy()
+    pool: DecodePool = field(default_factory=DecodePool, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ImageLimits":
+        threads = settings.image_decode_threads
         return cls(
             max_bytes=settings.image_max_bytes,
             max_pixels=settings.image_max_pixels,
+            decode_max_pixels=settings.image_decode_max_pixels,
+            pool=DecodePool(**({"threads": threads} if threads else {}),
+                            queue=settings.image_decode_queue),
             fetch=FetchPolicy(enabled=settings.image_fetch,
                               domains=tuple(settings.image_fetch_domains),
                               networks=tuple(settings.image_fetch_networks),
@@ -155,19 +179,52 @@ def _too_large(max_bytes: int) -> ImageProblem:
 
 
 # -- pixels ----------------------------------------------------------------------------------
-def _rgb(image: Image.Image) -> Image.Image:
-    """RGB, transparent areas white (as mistral-common converts)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode != "RGBA":
-        image = image.convert("RGBA")
-    background = Image.new("RGBA", image.size, "WHITE")
-    background.paste(image, (0, 0), image)
-    return background.convert("RGB")
+def _segments(data: bytes) -> int:
+    """How many segments Pillow would parse in Python (see MAX_SEGMENTS), counting stops once
+    over the cap. Formats are told by their signature; anything else is left to Pillow."""
+    count, end = 0, len(data)
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):  # chunks: length, type, data, CRC
+        pos = 8
+        while pos + 8 <= end and count <= MAX_SEGMENTS:
+            count += 1
+            if data[pos + 4:pos + 8] == b"IEND":
+                break
+            pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    elif data.startswith(b"GIF8") and end >= 13:  # blocks until the first image descriptor
+        pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # global colour table
+        while pos < end and data[pos] == 0x21 and count <= MAX_SEGMENTS:  # an extension
+            pos += 2  # introducer, label; then sub-blocks: a length byte and its data
+            while pos < end and data[pos] and count <= MAX_SEGMENTS:
+                count += 1
+                pos += 1 + data[pos]
+            pos += 1
+    elif data.startswith(b"\xff\xd8"):  # marker segments until the first scan
+        pos = 2
+        while count <= MAX_SEGMENTS:
+            start, pos = pos, data.find(b"\xff", pos)  # bytes between segments are skipped,
+            if pos < 0 or pos + 1 >= end:  # by Pillow one at a time: 16 count as one segment
+                break
+            count += (pos - start) // 16
+            marker = data[pos + 1]
+            if marker == 0xDA:
+                break
+            count += 1
+            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill, no length
+                pos += 1 if marker == 0xFF else 2
+            else:
+                pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return count
 
 
-def decode(data: bytes, config: ImageConfig, max_pixels: int) -> Image.Image:
-    """Bytes → RGB image at the model's size. The pixel cap is checked on the header."""
+def decode(data: bytes, config: ImageConfig, max_pixels: int,
+           decode_max_pixels: int = DECODE_MAX_PIXELS) -> Image.Image:
+    """Bytes → RGB image at the model's size. The pixel cap and the decode budget are checked
+    on the header, before any pixel is decoded."""
+    segments = _segments(data)  # before Image.open: opening is what parses them
+    if segments > MAX_SEGMENTS:
+        raise ImageProblem(f"The image file has more than {MAX_SEGMENTS:,} chunks, blocks or "
+                           "marker segments; the server decodes files of at most that many.",
+                           "image_too_many_segments")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -188,22 +245,31 @@ def decode(data: bytes, config: ImageConfig, max_pixels: int) -> Image.Image:
         target = model_size(width, height, config)
         try:
             image.seek(0)  # animated GIF/WebP: the first frame
+            # What decoding holds at once, in pixels of Pillow's 4 bytes: the image itself, ...
+            cost = width * height
             if image.format in ("JPEG", "MPO"):
-                image.draft("RGB", target)  # decode big JPEGs at a reduced scale directly
+                scans = data.count(b"\xff\xda")  # start-of-scan markers (see MAX_JPEG_SCANS)
+                if scans > MAX_JPEG_SCANS:
+                    raise ImageProblem(f"The JPEG has {scans} scans; the server decodes JPEGs "
+                                       f"of at most {MAX_JPEG_SCANS}.", "image_too_many_scans")
+                if scans > 1:  # ... and a full-size coefficient buffer (3-6 bytes a pixel), ...
+                    cost *= 2
+                elif cost > decode_max_pixels:  # ... or, streaming one scan, a reduced scale
+                    image.draft("RGB", target)  # (DCT scaling) when the whole would not fit
+                    cost = image.width * image.height
+            elif image.format == "WEBP":  # ... or libwebp's canvas, a bytes copy and the image
+                cost *= 3
+            if cost > decode_max_pixels:
+                raise ImageProblem(
+                    f"The image is {width}x{height} pixels; decoding it costs {cost:,} pixels of "
+                    f"the server's decode budget of {decode_max_pixels:,} per image (PNG and GIF "
+                    "count their size, progressive JPEG twice it, WebP three times).",
+                    "image_decode_too_large")
             image.load()
-            rgb = _rgb(image)
+            return to_model_size(image, target)
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
             raise ImageProblem("The image could not be decoded (truncated or corrupt).",
                                "invalid_image") from None
-    return _resize(rgb, target)
-
-
-def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """mistral-common's resize (OpenCV, cubic, float32), rounded back to 8 bits."""
-    import cv2
-
-    array = cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_CUBIC)
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "RGB")
 
 
 def tiny_png_data_url() -> str:
@@ -231,17 +297,17 @@ def check_images(req: ChatCompletionRequest, model: ModelInfo) -> list[tuple[str
 
 
 def _from_data_url(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Image:
-    return decode(data_url_bytes(url, limits.max_bytes), config, limits.max_pixels)
+    data = data_url_bytes(url, limits.max_bytes)
+    return decode(data, config, limits.max_pixels, limits.decode_max_pixels)
 
 
-async def _one(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Image:
+async def _one(url: str, limits: ImageLimits, config: ImageConfig, batch: Batch) -> Image.Image:
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
-    loop = asyncio.get_running_loop()
     if scheme == "data":  # base64 decoding of megabytes belongs off the loop too
-        return await loop.run_in_executor(_DECODER, _from_data_url, url, limits, config)
+        return await batch.run(_from_data_url, url, limits, config)
     if scheme in ("http", "https"):
         data, _ = await fetch(url, limits.fetch)
-        return await loop.run_in_executor(_DECODER, decode, data, config, limits.max_pixels)
+        return await batch.run(decode, data, config, limits.max_pixels, limits.decode_max_pixels)
     shown = f"'{scheme}:' URLs are" if scheme else "a bare string is"
     raise ImageProblem(f"Images are sent as data: URLs (base64) or http(s) URLs; {shown} "
                        "not accepted.", "invalid_image_url")
@@ -249,19 +315,33 @@ async def _one(url: str, limits: ImageLimits, config: ImageConfig) -> Image.Imag
 
 async def load_images(req: ChatCompletionRequest, model: ModelInfo,
                       limits: ImageLimits) -> list[Image.Image]:
-    """Every image of the request, in prompt order; the first bad one is a 400 naming it."""
+    """Every image of the request, in prompt order; the first bad one (in prompt order) is a
+    400 naming it, and the request's images still waiting are dropped. A full decode queue is
+    a 429 before any work."""
     found = check_images(req, model)
     if not found:
         return []
     assert model.image_config is not None
-    results = await asyncio.gather(
-        *(_one(part.url.strip(), limits, model.image_config) for _, part in found),
-        return_exceptions=True)
-    for (param, part), result in zip(found, results):
-        if isinstance(result, (ImageProblem, FetchError)):
-            where = part.url_param(param) if result.code in (
-                "invalid_image_url", "image_url_not_allowed", "image_fetch_disabled") else param
-            raise InvalidRequest(f"{param}: {result}", param=where, code=result.code)
-        if isinstance(result, BaseException):
-            raise result
-    return list(results)  # type: ignore[arg-type]
+    try:
+        batch = limits.pool.admit(len(found))
+    except QueueFull:
+        raise Overloaded(f"{found[0][0]}: the server is decoding as many images as it queues "
+                         f"({limits.pool.queue}); retry shortly.", param=found[0][0],
+                         code="image_decode_queue_full", headers={"Retry-After": "1"}) from None
+    with batch:
+        tasks = [asyncio.ensure_future(_one(part.url.strip(), limits, model.image_config, batch))
+                 for _, part in found]
+        try:
+            images = []
+            for (param, part), task in zip(found, tasks):
+                try:
+                    images.append(await task)
+                except (ImageProblem, FetchError) as exc:
+                    where = part.url_param(param) if exc.code in (
+                        "invalid_image_url", "image_url_not_allowed", "image_fetch_disabled") else param
+                    raise InvalidRequest(f"{param}: {exc}", param=where, code=exc.code) from None
+            return images
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -30,6 +30,7 @@ from mistral_common.protocol.instruct.request import ChatCompletionRequest as Mi
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from PIL import Image
 
+from server.chat import schemas
 from server.chat.images import render_grids_only
 from server.errors import ContextLengthExceeded, InvalidRequest
 from server.model import ModelInfo
@@ -255,7 +256,8 @@ class Renderer:
             )
             for k, content in chunks.items():  # from_openai keeps the messages one to one
                 mistral_request.messages[k] = UserMessage(content=content)
-            tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
+            with schemas.known_tools(request):
+                tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
         except (MistralCommonException, ValueError, TypeError, KeyError) as exc:
             raise InvalidRequest(_clean(exc), param="messages") from None
         if check_length and len(tokens) >= self.max_model_len:

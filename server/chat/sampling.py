@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from server.chat.stops import StopStrings
 from server.engine.base import Constraint, SamplingSpec
 from server.errors import ContextLengthExceeded, InvalidRequest
 from server.protocol import ChatCompletionRequest
@@ -18,7 +19,7 @@ class Plan:
     """How a request is generated: engine sampling plus what the frontend applies itself."""
 
     sampling: SamplingSpec
-    stop: tuple[str, ...]
+    stop: StopStrings | None  # the stop strings the frontend looks for, if any
     choices: int  # choices in the response (engine n may be 1 when greedy choices are copies)
     top_logprobs: int | None  # None = no logprobs in the response
 
@@ -135,9 +136,10 @@ def plan_sampling(
     for key in _SAMPLING_KEYS:
         if values[key] is None and key in defaults:
             values[key] = defaults[key]
-    if req.min_tokens and req.max_tokens is not None and req.min_tokens > req.max_tokens:
-        raise InvalidRequest(f"'min_tokens' must not exceed '{req.max_tokens_param}'.",
-                             param="min_tokens")
+    max_tokens = _max_tokens(req, prompt_len, max_model_len, defaults.get("max_tokens"))
+    if req.min_tokens > max_tokens:
+        raise InvalidRequest(f"'min_tokens' ({req.min_tokens}) must not exceed the tokens this "
+                             f"request may generate ({max_tokens}).", param="min_tokens")
     for token in req.stop_token_ids:
         if not 0 <= token < vocab_size:
             raise InvalidRequest(f"'stop_token_ids' has {token}, outside the vocabulary.",
@@ -145,7 +147,7 @@ def plan_sampling(
     greedy_copies = values["temperature"] == 0 and req.n > 1
     spec = SamplingSpec(
         n=1 if greedy_copies else req.n,
-        max_tokens=_max_tokens(req, prompt_len, max_model_len, defaults.get("max_tokens")),
+        max_tokens=max_tokens,
         seed=req.seed if req.seed is not None and req.seed != -1 else None,
         ignore_eos=req.ignore_eos,
         min_tokens=req.min_tokens,
@@ -157,4 +159,5 @@ def plan_sampling(
         extra_args=req.extra_args,
         **values,
     )
-    return Plan(sampling=spec, stop=req.stop, choices=req.n, top_logprobs=req.top_logprobs)
+    return Plan(sampling=spec, stop=StopStrings(req.stop) if req.stop else None, choices=req.n,
+                top_logprobs=req.top_logprobs)

@@ -6,8 +6,11 @@ schemas and tools on every turn. So:
 - the 2020-12 meta-schema is checked in one flat piece: its seven vocabulary meta-schemas, joined
   by ``allOf`` and ``$dynamicRef``, are merged into one schema with plain ``$ref``s (the same
   verdicts, ~5x faster: 45 ms instead of 240 ms for a 35 KB schema);
-- each outcome (valid, or the reason it is not) is cached under the schema's canonical JSON
-  (keys sorted): a schema seen before costs one serialisation and a dictionary lookup;
+- what is remembered (valid schemas, what generation derives from them, tools mistral-common
+  accepted) lives in one ``Memory`` bounded in bytes (``schema_cache_bytes``), keyed by a
+  digest of the schema's compact JSON. The JSON is serialised once per request, when the
+  request is parsed (``server.budgets``: it also checks the schema's size). Refusals are never
+  remembered: a client sending distinct bad schemas costs CPU in a worker thread, not memory;
 - ``precheck`` runs the checks a request still needs in a worker thread before the request is
   prepared, so a new big schema never holds the event loop (other requests, ``/health``);
 - mistral-common checks every tool's schema again (Draft 7) each time it encodes a request; its
@@ -20,11 +23,16 @@ matchers lazily), see docs/performance.md.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import json
 import logging
 import re
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -33,33 +41,63 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema_specifications import REGISTRY
 
+from server.errors import InvalidRequest
 from server.protocol import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 
 
-class _Recent(OrderedDict):
-    """A bounded memory: past ``limit`` entries, the least recently used go first."""
-
-    def __init__(self, limit: int = 1024) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def recall(self, key: bytes) -> bool:
-        """Whether ``key`` is remembered (and now the most recently used)."""
-        if key not in self:
-            return False
-        self.move_to_end(key)
-        return True
-
-    def keep(self, key: bytes, value: Any = None) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
+ENTRY_COST = 256  # bytes a remembered verdict costs (digest, tuple, dict slot)
+COPY_FACTOR = 8  # bytes a parsed copy of a schema costs per byte of its compact JSON
 
 
-_outcomes = _Recent()  # canonical schema JSON → None (valid) or what is wrong with it
+class Memory:
+    """What is derived from schemas, bounded in bytes: past ``budget``, the least recently used
+    entries go first. Keys are digests, never schema text. Safe from several threads."""
+
+    def __init__(self, budget: int = 64 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.used = 0
+        self._entries: OrderedDict[bytes, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def recall(self, key: bytes) -> tuple[bool, Any]:
+        """(found, value); a found entry becomes the most recently used."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False, None
+            self._entries.move_to_end(key)
+            return True, entry[0]
+
+    def keep(self, key: bytes, value: Any = None, cost: int = ENTRY_COST) -> None:
+        if cost > self.budget:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.used -= old[1]
+            self._entries[key] = (value, cost)
+            self.used += cost
+            while self.used > self.budget:
+                _, (_, freed) = self._entries.popitem(last=False)
+                self.used -= freed
+
+
+_memory = Memory()
+
+
+def configure(budget: int) -> None:
+    """The memory budget (``schema_cache_bytes``); 0 turns remembering off."""
+    global _memory
+    _memory = Memory(budget)
+
 
 _DRAFT = "https://json-schema.org/draft/2020-12/"
 _LOCAL_DEF = re.compile(r"^(?:meta/[a-z-]+)?#/\$defs/(\w+)$")
@@ -106,18 +144,30 @@ def meta_validator() -> Draft202012Validator:
     return Draft202012Validator(merged, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def _key(schema: Any, *, sort: bool = True) -> bytes | None:
-    """The schema's canonical JSON (keys sorted unless ``sort`` is false: key order matters
-    where the schema is generated from); None if it has none (checked every time)."""
+def digest(schema: Any) -> bytes | None:
+    """The digest of ``schema``'s compact JSON (key order included): computed once per request
+    where the request was parsed (``budgets.Schema``), else here; None if it has no JSON form."""
+    known = getattr(schema, "digest", None)
+    if known is not None:
+        return known
     try:
-        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS if sort else None)
+        return _hash(orjson.dumps(schema))
     except orjson.JSONEncodeError:  # deeper than orjson goes, integers over 64 bits, ...
         pass
     try:
-        return json.dumps(schema, sort_keys=sort, allow_nan=False, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8", "surrogatepass")
+        return _hash(json.dumps(schema, allow_nan=False, ensure_ascii=False,
+                                separators=(",", ":")).encode("utf-8", "surrogatepass"))
     except (TypeError, ValueError, RecursionError):
         return None
+
+
+def _hash(text: bytes) -> bytes:
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def _size(schema: Any) -> int:
+    size = getattr(schema, "size", None)
+    return size if size is not None else len(orjson.dumps(schema, default=str))
 
 
 def _outcome(schema: Any) -> str | None:
@@ -132,69 +182,85 @@ def _outcome(schema: Any) -> str | None:
 
 
 def problem(schema: Any) -> str | None:
-    """What is wrong with ``schema`` (None: nothing), cached."""
-    key = _key(schema)
-    if key is None:
-        return _outcome(schema)
-    if _outcomes.recall(key):
-        return _outcomes[key]
+    """What is wrong with ``schema`` (None: nothing). Valid schemas are remembered; refused
+    ones are not (a client sending distinct bad schemas must not fill the server's memory)."""
+    key = digest(schema)
+    if key is not None and _memory.recall(b"valid" + key)[0]:
+        return None
     outcome = _outcome(schema)
-    _outcomes.keep(key, outcome)
+    if outcome is None and key is not None:
+        _memory.keep(b"valid" + key)
     return outcome
-
-
-_derived = _Recent()
 
 
 def derived(kind: str, schema: Any, compute: Callable[[Any], Any]) -> Any:
     """``compute(schema)``, remembered per ``kind`` and schema, key order included (treat the
-    value as read-only): what a request derives from a schema costs nothing the next time."""
-    key = _key(schema, sort=False)
+    value as read-only): what a request derives from a schema costs nothing the next time.
+    What ``compute`` raises (a refusal) is raised and nothing is remembered."""
+    key = digest(schema)
     if key is None:
         return compute(schema)
     key = kind.encode() + b"\0" + key
-    if _derived.recall(key):
-        return _derived[key]
+    found, value = _memory.recall(key)
+    if found:
+        return value
     value = compute(schema)
-    _derived.keep(key, value)
+    _memory.keep(key, value, ENTRY_COST + COPY_FACTOR * _size(schema))
     return value
 
 
-def request_schemas(req: ChatCompletionRequest) -> list[Any]:
-    """Every JSON schema the request carries: response format, structured_outputs.json, tools."""
-    found: list[Any] = []
+def request_schemas(req: ChatCompletionRequest) -> list[tuple[str, str, Any]]:
+    """(param, how an error names it, schema) of every JSON schema the request carries:
+    response format, structured_outputs.json (already parsed when it came as a string), tools."""
+    found: list[tuple[str, str, Any]] = []
     rf = req.response_format
     if rf is not None and rf.type == "json_schema" and rf.json_schema is not None \
             and rf.json_schema.schema_ is not None:
-        found.append(rf.json_schema.schema_)
+        found.append(("response_format.json_schema.schema", "Invalid JSON schema",
+                      rf.json_schema.schema_))
     so = req.structured_outputs
-    if so is not None and so.json_ is not None:
-        value = so.json_
-        if isinstance(value, str):
-            try:
-                value = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                value = None  # reported by the constraint check
-        if value is not None:
-            found.append(value)
-    for tool in req.tools or []:
+    if so is not None and isinstance(so.json_, dict):
+        found.append(("structured_outputs.json", "Invalid JSON schema", so.json_))
+    for i, tool in enumerate(req.tools or []):
         if tool.function.parameters is not None:
-            found.append(tool.function.parameters)
+            found.append((f"tools[{i}].function.parameters",
+                          f"Invalid JSON schema for tool {tool.function.name!r}",
+                          tool.function.parameters))
     return found
 
 
 async def precheck(req: ChatCompletionRequest) -> None:
-    """Check the request's schemas not seen before in a worker thread, caching the outcomes."""
-    todo: dict[bytes, Any] = {}
-    for schema in request_schemas(req):
-        key = _key(schema)
-        if key is not None and key not in _outcomes:
-            todo[key] = schema
+    """Check the request's schemas not known to be valid, in a worker thread; the first invalid
+    one is a 400 naming it."""
+    todo = [(param, label, schema) for param, label, schema in request_schemas(req)
+            if (key := digest(schema)) is None or b"valid" + key not in _memory]
     if not todo:
         return
-    outcomes = await asyncio.to_thread(lambda: {key: _outcome(s) for key, s in todo.items()})
-    for key, outcome in outcomes.items():  # the cache is only written on the event loop
-        _outcomes.keep(key, outcome)
+    found = await asyncio.to_thread(lambda: [(p, label, problem(s)) for p, label, s in todo])
+    for param, label, outcome in found:
+        if outcome is not None:
+            raise InvalidRequest(f"{label}: {outcome}.", param=param)
+
+
+_TOKENIZERS = itertools.count()
+_TOOL_DIGESTS: ContextVar[dict[str, bytes]] = ContextVar("tool_digests", default={})
+
+
+@contextmanager
+def known_tools(req: ChatCompletionRequest) -> Iterator[None]:
+    """While rendering ``req``: tell the tool-check memory (``remember_tool_checks``) the
+    digests of its tool schemas, so mistral-common's copies of them are recognised without
+    serialising them again."""
+    known = {}
+    for tool in req.tools or []:
+        key = digest(tool.function.parameters or {"type": "object", "properties": {}})
+        if key is not None:
+            known[tool.function.name] = key
+    token = _TOOL_DIGESTS.set(known)
+    try:
+        yield
+    finally:
+        _TOOL_DIGESTS.reset(token)
 
 
 def remember_tool_checks(tokenizer: Any) -> None:
@@ -209,16 +275,17 @@ def remember_tool_checks(tokenizer: Any) -> None:
         log.warning("mistral-common's request validator changed shape; tool schemas are "
                     "checked on every request")
         return
-    passed = _Recent()
+    prefix = f"tool\0{next(_TOKENIZERS)}\0".encode()  # what one tokenizer accepted
 
     class RememberingValidator(base):  # type: ignore[misc, valid-type]
         def _validate_function(self, function: Any) -> None:
-            key = _key([function.name, function.parameters])
-            if key is not None and passed.recall(key):
+            schema = _TOOL_DIGESTS.get().get(function.name)
+            key = None if schema is None else prefix + function.name.encode() + b"\0" + schema
+            if key is not None and _memory.recall(key)[0]:
                 return
             super()._validate_function(function)
             if key is not None:
-                passed.keep(key)
+                _memory.keep(key)
 
     RememberingValidator.__name__ = RememberingValidator.__qualname__ = f"Remembering{base.__name__}"
     validator.__class__ = RememberingValidator

@@ -19,6 +19,7 @@ import orjson
 from PIL import Image
 
 from parsers.base import OutputParser, ParseOptions
+from server.budgets import DEFAULT, Budgets
 from server.chat import schemas
 from server.chat.choice import ChoiceState, Step
 from server.chat.constraints import constraint_for
@@ -60,7 +61,7 @@ class ChatService:
     def __init__(self, model: ModelInfo, engine: EngineClient, *, max_logprobs: int, max_n: int,
                  compact_json: bool, request_timeout: float | None = None,
                  on_engine_dead: Callable[[str], None] | None = None,
-                 image_limits: ImageLimits | None = None) -> None:
+                 image_limits: ImageLimits | None = None, budgets: Budgets = DEFAULT) -> None:
         self.model = model
         self.engine = engine
         self.renderer = Renderer.for_model(model, engine.max_model_len)
@@ -70,6 +71,7 @@ class ChatService:
         self.runner = EngineSteps(engine, request_timeout=request_timeout,
                                   on_engine_dead=on_engine_dead)
         self.image_limits = image_limits or ImageLimits()
+        self.budgets = budgets
         schemas.meta_validator()  # built now: a problem with it fails start-up, not requests
 
     async def warm_up(self) -> None:
@@ -95,6 +97,8 @@ class ChatService:
         self._check_model(req)
         await schemas.precheck(req)  # new JSON schemas are checked off the event loop
         images = await load_images(req, self.model, self.image_limits)  # decoded off the loop
+        if _heavy(req):  # rendering a long conversation takes milliseconds per thousand messages
+            return await asyncio.to_thread(self._prepare_with, req, images)
         return self._prepare_with(req, images)
 
     async def prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
@@ -103,9 +107,14 @@ class ChatService:
         self._check_model(req)
         await schemas.precheck(req)
         images = await load_images(req, self.model, self.image_limits)
-        plan_tools(req, self.model, compact_json=self.compact_json)
-        return self.renderer.render(req, include_tools=bool(req.tools), images=images,
-                                    check_length=False).token_ids
+
+        def render() -> list[int]:
+            plan_tools(req, self.model, compact_json=self.compact_json)
+            return self.renderer.render(req, include_tools=bool(req.tools), images=images,
+                                        check_length=False).token_ids
+        if _heavy(req):
+            return await asyncio.to_thread(render)
+        return render()
 
     def _check_model(self, req: ChatCompletionRequest) -> None:
         if not self.model.accepts(req.model):
@@ -277,6 +286,25 @@ class ChatService:
             if needs_abort(finished, choices):
                 await self.engine.abort(prep.request_id)
         yield b"data: [DONE]\n\n"
+
+
+HEAVY_MESSAGES, HEAVY_CHARS, HEAVY_TOOLS = 64, 32_000, 16
+
+
+def _heavy(req: ChatCompletionRequest) -> bool:
+    """Whether preparing ``req`` (rendering and tokenising it) is worth a worker thread, so
+    that a long conversation does not hold the event loop."""
+    if len(req.messages) > HEAVY_MESSAGES or len(req.tools or ()) > HEAVY_TOOLS:
+        return True
+    stops = [req.stop] if isinstance(req.stop, str) else req.stop or []
+    chars = sum(len(s) for s in stops) * 8  # the stop-string automaton: a few µs per character
+    for msg in req.messages:
+        content = msg.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content:
+            chars += sum(len(getattr(part, "text", "")) for part in content)
+    return chars > HEAVY_CHARS
 
 
 def _constraint_param(req: ChatCompletionRequest) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from server.budgets import DEFAULT, Budgets, check_budgets
 from server.errors import ContextLengthExceeded, InvalidRequest
 from server.protocol import (
     LEGACY_GUIDED,
@@ -148,9 +149,10 @@ class CompletionRequest(_Lenient):
         return None
 
 
-def parse_completion_request(body: Any, limits: PromptLimits,
+def parse_completion_request(body: Any, limits: PromptLimits, budgets: Budgets = DEFAULT,
                              ) -> tuple[CompletionRequest, list[str | list[int]]]:
-    """The validated request and its prompts (each a string or a list of token ids)."""
+    """The validated request and its prompts (each a string or a list of token ids), within the
+    server's input budgets (stop strings, schemas: ``server.budgets``, as chat)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     for field, hint in UNSUPPORTED.items():
@@ -175,6 +177,7 @@ def parse_completion_request(body: Any, limits: PromptLimits,
         raise validation_error(exc) from None
     req.prompt = body["prompt"]
     _check_rules(req, prompts)
+    check_budgets(req, budgets)  # type: ignore[arg-type] # stop strings and schemas, as chat
     if len(prompts) * req.n > limits.max_prompts:
         raise InvalidRequest(
             f"{len(prompts)} prompt(s) × 'n' {req.n} = {len(prompts) * req.n} choices; this server "

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.completions.protocol import (
-    parse_detokenize_request,
-    parse_tokenize_request,
-)
+from server.completions.protocol import TokenizeRequest, parse_detokenize_request
 from server.completions.service import CompletionService
 from server.errors import ModelNotFound
-from server.protocol import parse_request
+from server.protocol import ChatCompletionRequest
 
 
 def _check_model(service: CompletionService, name: str | None) -> None:
@@ -25,13 +22,15 @@ def _check_model(service: CompletionService, name: str | None) -> None:
                             f"'{service.model.id}'.", param="model")
 
 
-async def tokenize(service: CompletionService, body: Any) -> dict[str, Any]:
-    req = parse_tokenize_request(body)
+async def tokenize(service: CompletionService, req: TokenizeRequest,
+                   chat: ChatCompletionRequest | None) -> dict[str, Any]:
+    """``chat``: the request parsed as a chat request when it has ``messages``."""
     _check_model(service, req.model)
-    if req.prompt is not None:
-        ids = await service.encode(req.prompt, bos=req.add_special_tokens, param="prompt")
+    if chat is not None:
+        ids = await service.chat.prompt_ids(chat)
     else:
-        ids = await service.chat.prompt_ids(parse_request(body))
+        assert req.prompt is not None
+        ids = await service.encode(req.prompt, bos=req.add_special_tokens, param="prompt")
     out: dict[str, Any] = {"count": len(ids), "max_model_len": service.max_model_len,
                            "tokens": ids}
     if req.return_token_strs:

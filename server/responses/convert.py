@@ -10,21 +10,15 @@ Responses field they came from (``messages[3].content`` → ``input[1].content``
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.budgets import DEFAULT, Budgets
 from server.errors import APIError, InvalidRequest
 from server.protocol import ChatCompletionRequest, parse_request
+from server.responses.items import TEXT_TYPES
 from server.responses.protocol import ResponsesRequest
-
-# the prefix of an item id by item type (what OpenAI's ids look like)
-ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -69,47 +63,6 @@ class Conversation:
                                  code="missing_function_call_output")
 
 
-def normalise_input(req: ResponsesRequest) -> list[dict[str, Any]]:
-    """This request's input as stored items, in the shapes ``input_items`` lists them: each with
-    a type, an id and a status, message text as ``input_text`` / ``output_text`` parts."""
-    if isinstance(req.input, str):
-        return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
-                 "content": [{"type": "input_text", "text": req.input}]}]
-    items = []
-    for i, raw in enumerate(req.input):
-        item = dict(raw)
-        kind = item.setdefault("type", "message")
-        if not isinstance(kind, str):
-            raise InvalidRequest(f"'input[{i}].type' must be a string.", param=f"input[{i}].type")
-        if not isinstance(item.get("id"), str) or not item["id"]:
-            item["id"] = new_id(ID_PREFIX.get(kind, "item"))
-        item.setdefault("status", "completed")
-        if kind == "message":
-            item["content"] = _stored_parts(item.get("content"), item.get("role") == "assistant")
-        items.append(item)
-    return items
-
-
-def _stored_parts(content: Any, assistant: bool) -> Any:
-    """Message text as OpenAI lists it: ``output_text`` (with annotations) for the assistant,
-    ``input_text`` otherwise; other parts (images) and malformed content are left for
-    ``add_item`` to accept or refuse."""
-    text_type = "output_text" if assistant else "input_text"
-    if isinstance(content, str):
-        content = [{"type": text_type, "text": content}]
-    if not isinstance(content, list):
-        return content
-    parts = []
-    for part in content:
-        if isinstance(part, Mapping) and part.get("type") in ("text", "input_text", "output_text"):
-            part = {**part, "type": text_type}
-            if assistant:
-                part.setdefault("annotations", [])
-                part.setdefault("logprobs", [])
-        parts.append(part)
-    return parts
-
-
 def _text_of(parts: Any, param: str) -> str:
     if isinstance(parts, str):
         return parts
@@ -121,72 +74,42 @@ def _text_of(parts: Any, param: str) -> str:
     return "".join(texts)
 
 
-def _tool_output(output: Any, param: str) -> str:
-    if isinstance(output, str):
-        return output
-    if output is None:
-        raise InvalidRequest(f"'{param}' is required: the function's result, as a string or a "
-                             "list of input_text parts.", param=param, code="missing_required_parameter")
-    if not isinstance(output, list):
-        raise InvalidRequest(f"'{param}' must be a string or a list of input_text parts.", param=param)
-    for j, part in enumerate(output):
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("input_image", "input_file"):
-            raise InvalidRequest(f"'{kind}' in a function's output is not supported by this server; "
-                                 "return text.", param=f"{param}[{j}].type",
-                                 code="unsupported_content_type")
-    return _text_of(output, param)
-
-
-def _user_parts(content: Any, param: str) -> str | list[dict[str, Any]]:
+def _chat_parts(content: Any, param: str) -> str | list[dict[str, Any]]:
+    """A user, system or developer message's content as chat parts."""
     if isinstance(content, str):
         return content
-    if not isinstance(content, list) or not content:
-        raise InvalidRequest(f"'{param}' must be a string or a non-empty list of parts.", param=param)
     parts: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        where = f"{param}[{j}]"
+    for j, part in enumerate(content if isinstance(content, list) else [None]):
         kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+        if kind in TEXT_TYPES and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
-        elif kind == "input_image":
-            if part.get("file_id") and not part.get("image_url"):
-                raise InvalidRequest("Images by 'file_id' are not supported (this server has no "
-                                     "files API); send the image as a data: URL in 'image_url'.",
-                                     param=f"{where}.file_id", code="unsupported_parameter")
-            url = part.get("image_url")
-            if not isinstance(url, str):
-                raise InvalidRequest(f"'{where}.image_url' must be a URL string.",
-                                     param=f"{where}.image_url")
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-        elif kind in ("input_file", "input_audio"):
-            raise InvalidRequest(f"'{kind}' parts are not supported by this server.",
-                                 param=f"{where}.type", code="unsupported_content_type")
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
         else:
-            raise InvalidRequest(f"'{where}' is not a content part this server reads "
-                                 "(input_text, input_image).", param=where)
+            raise InvalidRequest(f"'{param}[{j}]' is not a content part this server reads.",
+                                 param=f"{param}[{j}]")
     return parts
 
 
 def add_item(conv: Conversation, item: Mapping[str, Any], param: str) -> None:
-    """One input (or stored output) item into the conversation."""
+    """One item into the conversation: a canonical input item (``items.py`` checked its shape),
+    or a stored one (inputs, and outputs the server wrote; rows stored before items were
+    canonical hold the shapes that were accepted then, which this reads too)."""
     kind = item.get("type", "message")
     if kind == "message":
         role = item.get("role")
-        if role not in ("user", "system", "developer", "assistant"):
-            raise InvalidRequest(f"'{param}.role' must be one of 'user', 'assistant', 'system', "
-                                 "'developer'.", param=f"{param}.role")
         content = item.get("content")
         if role == "assistant":
             conv.add({"role": "assistant", "content": _text_of(content, f"{param}.content")}, param)
+        elif role in ("user", "system", "developer"):
+            conv.add({"role": role, "content": _chat_parts(content, f"{param}.content")}, param)
         else:
-            conv.add({"role": role, "content": _user_parts(content, f"{param}.content")}, param)
+            raise InvalidRequest(f"'{param}.role' is not a role this server reads.",
+                                 param=f"{param}.role")
     elif kind == "function_call":
-        for key in ("call_id", "name", "arguments"):
-            if not isinstance(item.get(key), str) or (key != "arguments" and not item[key]):
-                raise InvalidRequest(f"'{param}.{key}' must be a string.", param=f"{param}.{key}")
-        conv.add_call({"id": item["call_id"], "type": "function",
-                       "function": {"name": item["name"], "arguments": item["arguments"]}}, param)
+        conv.add_call({"id": item.get("call_id"), "type": "function",
+                       "function": {"name": item.get("name"), "arguments": item.get("arguments")}},
+                      param)
     elif kind == "function_call_output":
         call_id = item.get("call_id")
         if not isinstance(call_id, str) or call_id not in conv.call_ids:
@@ -194,13 +117,12 @@ def add_item(conv: Conversation, item: Mapping[str, Any], param: str) -> None:
                                  "output (in 'input' or the 'previous_response_id' chain).",
                                  param=f"{param}.call_id", code="unknown_call_id")
         conv.add({"role": "tool", "tool_call_id": call_id,
-                  "content": _tool_output(item.get("output"), f"{param}.output")}, param)
+                  "content": _text_of(item.get("output"), f"{param}.output")}, param)
     elif kind == "reasoning":
         return  # earlier reasoning is not shown to Mistral models again (as in chat history)
     else:
-        raise InvalidRequest(f"Input items of type {kind!r} are not supported; this server reads "
-                             "'message', 'function_call', 'function_call_output' and 'reasoning'.",
-                             param=f"{param}.type", code="unsupported_item_type")
+        raise InvalidRequest(f"Items of type {kind!r} are not supported.", param=f"{param}.type",
+                             code="unsupported_item_type")
     if conv.messages and kind != "function_call":
         conv.messages[-1]["_closed"] = kind != "message" or item.get("role") != "assistant"
 
@@ -263,9 +185,10 @@ def chat_body(req: ResponsesRequest, conv: Conversation) -> dict[str, Any]:
 
 
 def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
-            items: Sequence[Mapping[str, Any]]) -> tuple[ChatCompletionRequest, Conversation]:
+            items: Sequence[Mapping[str, Any]],
+            budgets: Budgets = DEFAULT) -> tuple[ChatCompletionRequest, Conversation]:
     """``history``: earlier items (stored inputs and outputs, oldest first); ``items``: this
-    request's normalised input. Returns the chat request and the conversation (where each
+    request's canonical input (``items.canonical_input``). Returns the chat request and the conversation (where each
     message came from, for ``rename_param``); raises 4xx errors with Responses params."""
     conv = Conversation()
     if req.instructions:
@@ -276,7 +199,7 @@ def to_chat(req: ResponsesRequest, history: Sequence[Mapping[str, Any]],
         add_item(conv, item, "input" if isinstance(req.input, str) else f"input[{i}]")
     conv.check_outputs()
     try:
-        return parse_request(chat_body(req, conv)), conv
+        return parse_request(chat_body(req, conv), budgets=budgets), conv
     except APIError as err:
         raise rename_param(err, conv) from None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from parsers.events import ContentDelta, ReasoningDelta, ToolArgsDelta, ToolCallStart
 from server.chat.choice import Step
-from server.responses.convert import new_id
+from server.responses.items import new_id
 
 Event = dict[str, Any]
 

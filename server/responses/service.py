@@ -1,11 +1,13 @@
 """``/v1/responses``: the conversation from the store, the chat pipeline, the answer back to it.
 
     previous_response_id ──store.chain──▶ earlier items ┐
-    input items ──normalise──────────────────────────────┴─▶ convert.to_chat ─▶ ChatService.prepare
+    input items ──canonical──────────────────────────────┴─▶ convert.to_chat ─▶ ChatService.prepare
     ChatService.steps ─▶ ResponseBuilder (events) ─▶ JSON or SSE ─▶ store.put (store: true)
 
 Everything that can be refused is refused before the first byte: the stored chain is read, the
-store pinged (when the response is to be kept) and the chat request fully prepared first.
+store pinged (when the response is to be kept), what will be stored and echoed serialised and
+checked (``budget.py``) and the chat request fully prepared first. Nothing after generation fails
+on input; a store that fails then still gets the answer out, marked ``store: false``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from server.chat.service import ChatService, Prepared
 from server.chat.steps import primed
 from server.engine.base import CompletionDelta
 from server.errors import APIError, InvalidRequest, NotFound, Unavailable
-from server.responses.convert import Conversation, normalise_input, rename_param, to_chat
+from server.responses import budget
+from server.responses.convert import Conversation, rename_param, to_chat
+from server.responses.items import canonical_input
 from server.responses.output import ResponseBuilder
 from server.responses.protocol import ResponsesRequest
-from server.responses.store import ResponseStore, StoredResponse, StoreUnavailable
+from server.responses.store import (
+    ChainBroken, ChainTooLong, ResponseStore, StoredResponse, StoreUnavailable)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,14 +57,37 @@ def not_found(response_id: str, param: str | None = None) -> NotFound:
                     code="previous_response_not_found" if param else "response_not_found")
 
 
+def broken_chain(previous: str, missing: str) -> NotFound:
+    """The 404 for a chain with a missing link: it names that link, since `previous` itself may
+    still be readable."""
+    if missing == previous:
+        return not_found(previous, "previous_response_id")
+    return NotFound(f"Response {missing!r}, an earlier turn of the conversation that "
+                    f"'previous_response_id' ({previous!r}) continues, was not found (it may have "
+                    f"expired or been deleted), so {previous!r} cannot be continued; send the "
+                    "conversation in 'input' instead.", param="previous_response_id",
+                    code="previous_response_not_found")
+
+
+def chain_too_long(previous: str, exc: ChainTooLong) -> InvalidRequest:
+    what = "responses" if exc.setting.endswith("depth") else "bytes"
+    return InvalidRequest(f"The conversation that 'previous_response_id' ({previous!r}) continues "
+                          f"is longer than this server loads ({exc.limit} {what}, "
+                          f"{exc.setting}); start a new conversation, or send it in 'input'.",
+                          param="previous_response_id",
+                          code="previous_response_chain_too_long" if what == "responses"
+                          else "previous_response_chain_too_large")
+
+
 class Run:
     """One prepared response: what the builder needs, and the steps to feed it."""
 
     def __init__(self, req: ResponsesRequest, owner: str, prep: Prepared, items: list[dict[str, Any]],
-                 conv: Conversation, keep: bool, builder: ResponseBuilder,
+                 encoded_items: bytes | None, conv: Conversation, builder: ResponseBuilder,
                  steps: AsyncIterator[tuple[CompletionDelta, Step]]) -> None:
         self.req, self.owner, self.prep, self.items, self.conv = req, owner, prep, items, conv
-        self.keep = keep  # whether the finished response goes to the store
+        self.encoded_items = encoded_items  # the items' JSON when the response is to be kept
+        self.keep = encoded_items is not None  # whether the finished response goes to the store
         self.builder, self.steps = builder, steps
         self.output_tokens = 0
         self.reasoning_tokens = 0
@@ -138,15 +166,23 @@ class ResponsesService(StoredResponses):
             raise InvalidRequest("'previous_response_id' needs stored responses, which are off on "
                                  "this server; send the whole conversation in 'input'.",
                                  param="previous_response_id", code="store_disabled")
-        chain = await _from_store(self.store.chain(req.previous_response_id, owner))
-        if chain is None:
-            raise not_found(req.previous_response_id, "previous_response_id")
+        try:
+            chain = await _from_store(self.store.chain(req.previous_response_id, owner))
+        except ChainBroken as exc:
+            raise broken_chain(req.previous_response_id, exc.missing) from None
+        except ChainTooLong as exc:
+            raise chain_too_long(req.previous_response_id, exc) from None
         return [item for record in chain for item in (*record.input_items, *record.response["output"])]
 
     async def _can_keep(self, req: ResponsesRequest) -> bool:
         """Whether this response will be stored. An explicit ``store: true`` needs a store that
-        answers (503 otherwise); the default (SDKs never send ``store``) degrades to not storing,
-        which the response says (``store: false``)."""
+        answers (503 otherwise) and one at all (400 when storing is off); the default (SDKs never
+        send ``store``) degrades to not storing, which the response says (``store: false``)."""
+        explicit = "store" in req.model_fields_set
+        if req.store and explicit and self.store is None:
+            raise InvalidRequest("'store': true needs stored responses, which are off on this "
+                                 "server; send 'store': false (or leave it out) and keep the "
+                                 "conversation yourself.", param="store", code="store_disabled")
         if not req.store or self.store is None:
             return False
         if req.previous_response_id is not None:
@@ -154,7 +190,7 @@ class ResponsesService(StoredResponses):
         try:
             await self.store.ping()
         except StoreUnavailable as exc:
-            if "store" in req.model_fields_set:
+            if explicit:
                 raise store_down(exc) from None
             log.warning("response store unavailable (%s): this response is not stored", exc)
             return False
@@ -165,25 +201,46 @@ class ResponsesService(StoredResponses):
         a JSON answer does that inside ``complete`` (where a client that leaves is noticed)."""
         history = await self._history(req, owner)
         keep = await self._can_keep(req)
-        items = normalise_input(req)
-        chat_req, conv = to_chat(req, history, items)
+        items = canonical_input(req)
+        skeleton = self._skeleton(req, keep)
+        text_input = isinstance(req.input, str)
+        record_budget = self.store.limits.record_budget if keep and self.store else None
+        try:
+            encoded_items = budget.check(items, skeleton, record_budget, text_input)
+        except InvalidRequest as err:
+            # Too big to keep: an explicit store: true is refused; the default (what SDKs send)
+            # is answered without storing, which the response says (store: false).
+            if err.code != "store_record_too_large" or "store" in req.model_fields_set:
+                raise
+            log.info("response not stored: %s", err.message)
+            keep, skeleton["store"] = False, False
+            encoded_items = budget.check(items, skeleton, None, text_input)
+        chat_req, conv = to_chat(req, history, items, self.chat.budgets)
         try:
             prep = await self.chat.prepare(chat_req)
         except APIError as err:
             raise rename_param(err, conv) from None
-        builder = ResponseBuilder(self._skeleton(req, prep, keep))
+        skeleton.update(created_at=prep.created,
+                        temperature=_or(prep.plan.sampling.temperature, 1.0),
+                        top_p=_or(prep.plan.sampling.top_p, 1.0))
+        builder = ResponseBuilder(skeleton)
         steps = self.chat.steps(prep)
         if req.stream:
             try:
                 steps = await primed(steps)
             except APIError as err:
                 raise rename_param(err, conv) from None
-        return Run(req, owner, prep, items, conv, keep, builder, steps)
+        return Run(req, owner, prep, items, encoded_items, conv, builder, steps)
 
-    def _skeleton(self, req: ResponsesRequest, prep: Prepared, keep: bool) -> dict[str, Any]:
+    def _skeleton(self, req: ResponsesRequest, keep: bool) -> dict[str, Any]:
+        """The response without its output; ``created_at``, ``temperature`` and ``top_p`` are
+        settled once the chat request is prepared."""
         fmt = req.text.format.model_dump(by_alias=True, exclude_none=True)
+        choice = req.tool_choice
+        if isinstance(choice, dict):  # {"type": "function", "name": ...}; others: to_chat's 400
+            choice = {"type": choice.get("type"), "name": choice.get("name")}
         return {
-            "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": prep.created,
+            "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": 0,
             "status": "in_progress", "completed_at": None, "error": None, "incomplete_details": None,
             "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
             "model": self.chat.model.id, "output": [], "parallel_tool_calls": req.parallel_tool_calls,
@@ -191,9 +248,7 @@ class ResponsesService(StoredResponses):
             "reasoning": ({"effort": req.reasoning.effort, "summary": req.reasoning.summary}
                           if req.reasoning else None),
             "store": keep,
-            "temperature": _or(prep.plan.sampling.temperature, 1.0),
-            "top_p": _or(prep.plan.sampling.top_p, 1.0),
-            "text": {"format": fmt}, "tool_choice": req.tool_choice,
+            "temperature": 1.0, "top_p": 1.0, "text": {"format": fmt}, "tool_choice": choice,
             "tools": [{"type": "function", "name": t.get("name"), "description": t.get("description"),
                        "parameters": t.get("parameters"), "strict": t.get("strict")} for t in req.tools],
             "top_logprobs": req.top_logprobs, "truncation": "disabled",
@@ -246,11 +301,15 @@ class ResponsesService(StoredResponses):
         response = run.builder.response
         record = StoredResponse(id=response["id"], owner=run.owner, created_at=response["created_at"],
                                 previous_response_id=run.req.previous_response_id,
-                                response=response, input_items=run.items)
+                                response=response, input_items=run.items,
+                                encoded_items=run.encoded_items)
         try:
             await self.store.put(record)  # type: ignore[union-attr]
         except StoreUnavailable as exc:
             log.error("response %s was not stored: %s", response["id"], exc)
+            response["store"] = False
+        except Exception:  # noqa: BLE001 - the answer was generated: it still goes out
+            log.exception("response %s was not stored", response["id"])
             response["store"] = False
 
 def _frames(events: list[dict[str, Any]]) -> bytes:

@@ -3,27 +3,46 @@
 `open_store(settings)` gives the store `responses_store` names: SQLite (one file, the default),
 PostgreSQL (one database shared by every replica, so any replica continues any conversation), or
 None when storing is off. A record belongs to an owner, the hash of the API key that created it:
-for any other owner it does not exist. Records live `responses_ttl` seconds and only the newest
-`responses_max_rows` are kept. The blocking database calls run in a few worker threads, one
-connection each; every database failure is raised as StoreUnavailable (the details are logged).
+for any other owner it does not exist. Records live `responses_ttl` seconds. The blocking
+database calls run in a few worker threads, one connection each; every database failure is
+raised as StoreUnavailable (the details are logged).
+
+Quotas (`StoreLimits`), so that one tenant's traffic never evicts another tenant's responses:
+
+- per owner, `responses_max_rows_per_key` rows and `responses_max_bytes_per_key` bytes: an owner
+  over either loses its own oldest rows (never an error: SDKs store by default, and a tenant
+  whose quota is full keeps working, as with a TTL). Checked in the write's own transaction, on
+  an owner's first write and then after each 1% of its quota (rows or bytes) written, so the
+  check costs a fraction of a millisecond per write and the quota is exceeded by at most 1%
+  (per replica);
+- all owners together, `responses_max_rows` and `responses_max_bytes`: when the store is over
+  either, owners are trimmed to their max-min fair share (the water level below which every
+  owner keeps everything), so only owners above it lose rows, their oldest first. An owner's
+  newest row always stays;
+- one record (input items + response) fits `responses_max_record_bytes` (and the per-key
+  bytes): the service checks this before generating (400 otherwise), so a write never fails on
+  size;
+- a `previous_response_id` chain loads at most `responses_max_chain_depth` records and
+  `responses_max_chain_bytes` bytes (ChainTooLong otherwise), walking ids and sizes before any
+  JSON is read; a missing link is named (ChainBroken).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from server.auth import owner_for  # noqa: F401 - the owner of a record
 from server.responses.store_sql import Connection, Dialect, Postgres, Row, SQLite
 from server.settings import Settings, SettingsError, redact_url
 
@@ -40,29 +59,70 @@ class StoredResponse:
     created_at: int  # unix seconds
     previous_response_id: str | None
     response: dict[str, Any]  # the Responses API response object as returned to the client
-    input_items: list[dict[str, Any]]  # this request's own input items (normalised, with ids)
+    input_items: list[dict[str, Any]]  # this request's own input items (canonical, with ids)
+    # input_items already serialised (orjson), when the caller has it: not serialised again
+    encoded_items: bytes | None = field(default=None, compare=False, repr=False)
 
 
-def owner_for(api_key: str | None) -> str:
-    """"" when the server has no API keys, else the key's SHA-256 (keys are never stored)."""
-    return hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """Retention and quotas (see the module docstring); the settings of the same names."""
+
+    ttl: int = 30 * 24 * 3600
+    max_rows: int = 100_000
+    max_bytes: int = 4 * 1024**3
+    max_rows_per_key: int = 10_000
+    max_bytes_per_key: int = 256 * 1024**2
+    max_record_bytes: int = 16 * 1024**2
+    max_chain_depth: int = 1000
+    max_chain_bytes: int = 64 * 1024**2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StoreLimits:
+        return cls(**{name: getattr(settings, "responses_" + name)
+                      for name in cls.__dataclass_fields__})
+
+    @property
+    def record_budget(self) -> tuple[int, str]:
+        """The most bytes one record may take, and the setting that says so."""
+        return min((self.max_record_bytes, "responses_max_record_bytes"),
+                   (self.max_bytes_per_key, "responses_max_bytes_per_key"),
+                   (self.max_bytes, "responses_max_bytes"))
 
 
 class StoreUnavailable(Exception):
     """The store is down, full or misconfigured: requests that need it get a 503."""
 
 
+class ChainBroken(LookupError):
+    """A record of the chain is missing, expired or another owner's: `missing` is its id."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(missing)
+        self.missing = missing
+
+
+class ChainTooLong(Exception):
+    """The chain is longer than `setting` (``responses_max_chain_depth`` or ``_bytes``) allows."""
+
+    def __init__(self, setting: str, limit: int) -> None:
+        super().__init__(setting)
+        self.setting, self.limit = setting, limit
+
+
 class ResponseStore(Protocol):
+    limits: StoreLimits
+
     async def put(self, record: StoredResponse) -> None:
-        """Insert, or replace the record with the same id."""
+        """Insert, or replace the record with the same id; the owner's oldest records go when
+        it is over its quota."""
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         """None when missing, expired or another owner's."""
 
-    async def chain(self, response_id: str, owner: str,
-                    limit: int = 1000) -> list[StoredResponse] | None:
-        """The record and its ancestors (previous_response_id), oldest first. None when any of
-        them is missing, expired or another owner's, or there are more than `limit`."""
+    async def chain(self, response_id: str, owner: str) -> list[StoredResponse]:
+        """The record and its ancestors (previous_response_id), oldest first. ChainBroken when
+        one of them is missing, expired or another owner's; ChainTooLong past the limits."""
 
     async def delete(self, response_id: str, owner: str) -> bool:
         """False when there was nothing this owner could delete."""
@@ -78,7 +138,7 @@ def open_store(settings: Settings) -> ResponseStore | None:
     if settings.responses_store == "off":
         return None
     dialect = _dialect(settings.responses_store, settings.cache_dir)
-    return SQLStore(dialect, settings.responses_ttl, settings.responses_max_rows)
+    return SQLStore(dialect, StoreLimits.from_settings(settings))
 
 
 def _dialect(value: str, cache_dir: Path) -> Dialect:
@@ -98,28 +158,42 @@ def _dialect(value: str, cache_dir: Path) -> Dialect:
 class SQLStore:
     """A ResponseStore on a SQL database (see store_sql.Dialect)."""
 
-    def __init__(self, dialect: Dialect, ttl: int, max_rows: int) -> None:
+    def __init__(self, dialect: Dialect, limits: StoreLimits) -> None:
         self._dialect = dialect
-        self._ttl = ttl
-        self._max_rows = max_rows
+        self.limits = limits
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="response-store")
         self._local = threading.local()  # .conn: this worker thread's connection
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._schema_ready = False
         self._closed = False
-        # Pruning runs on a put, at most every PRUNE_SECONDS or after 1% of max_rows puts.
-        self._prune_every = max(1, min(1000, max_rows // 100))
-        self._puts = 0
+        # Pruning (expiry, global caps) runs on a put, at most every PRUNE_SECONDS or after 1% of
+        # max_rows puts or 1% of max_bytes written.
+        self._prune_every = max(1, min(1000, limits.max_rows // 100))
+        self._prune_bytes = max(1, limits.max_bytes // 100)
+        self._puts = self._bytes = 0
         self._next_prune = 0.0
+        # Per-owner quotas are checked on an owner's first put, then after 1% of them.
+        self._owner_every = max(1, min(100, limits.max_rows_per_key // 100))
+        self._owner_bytes = max(1, limits.max_bytes_per_key // 100)
+        self._owner_writes: dict[str, tuple[int, int]] = {}  # puts, bytes since its last check
 
     async def put(self, record: StoredResponse) -> None:
-        await self._run(lambda conn: self._dialect.upsert(conn, _row(record)))
-        if self._prune_due():
-            since, max_rows = self._since(), self._max_rows
+        limits = self.limits
+
+        def put(conn: Connection) -> int:
+            row, nbytes = _row(record)
+            self._dialect.upsert(conn, row, nbytes, time.time_ns() // 1000)
+            if self._owner_due(record.owner, nbytes):
+                self._dialect.trim_owner(conn, record.owner, limits.max_rows_per_key,
+                                         limits.max_bytes_per_key, keep=record.id)
+            return nbytes
+
+        nbytes = await self._run(put)
+        if self._prune_due(nbytes):
             # A failed prune is logged; the record is stored and a later put prunes.
             with contextlib.suppress(StoreUnavailable):
-                await self._run(lambda conn: self._dialect.prune(conn, since, max_rows))
+                await self._run(self._prune)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         since = self._since()
@@ -130,17 +204,33 @@ class SQLStore:
 
         return await self._run(get)
 
-    async def chain(self, response_id: str, owner: str,
-                    limit: int = 1000) -> list[StoredResponse] | None:
-        since = self._since()
+    async def chain(self, response_id: str, owner: str) -> list[StoredResponse]:
+        since, limits = self._since(), self.limits
 
-        def chain(conn: Connection) -> list[StoredResponse] | None:
-            rows = self._dialect.chain(conn, response_id, owner, since, limit)
-            if not rows or rows[0][3] is not None:  # the oldest found has a previous one
-                return None
+        def chain(conn: Connection) -> list[StoredResponse] | Exception:
+            walk = self._dialect.walk(conn, response_id, owner, since, limits.max_chain_depth,
+                                      limits.max_chain_bytes)
+            if not walk:
+                return ChainBroken(response_id)
+            _, previous, depth, total = walk[-1]
+            if depth > limits.max_chain_depth:
+                return ChainTooLong("responses_max_chain_depth", limits.max_chain_depth)
+            if total > limits.max_chain_bytes:
+                return ChainTooLong("responses_max_chain_bytes", limits.max_chain_bytes)
+            if previous is not None:
+                return ChainBroken(previous)
+            # Within bounds: now the JSON (a link deleted meanwhile breaks the chain there).
+            rows = self._dialect.chain(conn, response_id, owner, since, len(walk))
+            if not rows:
+                return ChainBroken(response_id)
+            if rows[0][3] is not None:
+                return ChainBroken(rows[0][3])
             return [_record(row) for row in rows]
 
-        return await self._run(chain)
+        found = await self._run(chain)
+        if isinstance(found, Exception):
+            raise found
+        return found
 
     async def delete(self, response_id: str, owner: str) -> bool:
         since = self._since()
@@ -156,15 +246,32 @@ class SQLStore:
     # --- internals ---------------------------------------------------------------------------
     def _since(self) -> int:
         """The oldest created_at still alive."""
-        return int(time.time()) - self._ttl
+        return int(time.time()) - self.limits.ttl
 
-    def _prune_due(self) -> bool:
+    def _prune_due(self, nbytes: int) -> bool:
         self._puts += 1
+        self._bytes += nbytes
         now = time.monotonic()
-        if self._puts < self._prune_every and now < self._next_prune:
+        if self._puts < self._prune_every and self._bytes < self._prune_bytes \
+                and now < self._next_prune:
             return False
-        self._puts, self._next_prune = 0, now + PRUNE_SECONDS
+        self._puts, self._bytes, self._next_prune = 0, 0, now + PRUNE_SECONDS
         return True
+
+    def _owner_due(self, owner: str, nbytes: int) -> bool:
+        """In a worker thread: whether this put checks its owner's quota."""
+        with self._lock:
+            puts, written = self._owner_writes.get(owner, (self._owner_every, self._owner_bytes))
+            puts, written = puts + 1, written + nbytes
+            due = puts >= self._owner_every or written >= self._owner_bytes
+            self._owner_writes[owner] = (0, 0) if due else (puts, written)
+            return due
+
+    def _prune(self, conn: Connection) -> None:
+        """Expired rows go; then, over a global cap, owners above their fair share are trimmed."""
+        self._dialect.expire(conn, self._since())
+        for owner, (rows, nbytes) in fair_shares(self._dialect.usage(conn), self.limits).items():
+            self._dialect.trim_owner(conn, owner, rows, nbytes)
 
     async def _run(self, op: Callable[[Connection], T]) -> T:
         if self._closed:
@@ -218,9 +325,41 @@ class SQLStore:
                 conn.close()
 
 
-def _row(record: StoredResponse) -> Row:
+def fair_shares(usage: dict[str, tuple[int, int]],
+                limits: StoreLimits) -> dict[str, tuple[int, int]]:
+    """The owners to trim, each with the (rows, bytes) it may keep: its per-key quota, lowered
+    to the max-min fair share when all owners together are over a global cap. Owners at or below
+    the fair share are not in the answer: another owner's traffic never evicts their rows."""
+    row_level = _water_level([min(r, limits.max_rows_per_key) for r, _ in usage.values()],
+                             limits.max_rows)
+    byte_level = _water_level([min(b, limits.max_bytes_per_key) for _, b in usage.values()],
+                              limits.max_bytes)
+    keep = (min(limits.max_rows_per_key, row_level), min(limits.max_bytes_per_key, byte_level))
+    return {owner: keep for owner, (rows, nbytes) in usage.items()
+            if rows > keep[0] or nbytes > keep[1]}
+
+
+def _water_level(usages: list[int], cap: int) -> int:
+    """The largest level L with sum(min(u, L)) <= cap: trimming everyone to L fits the cap and
+    takes nothing from owners at or below L (`cap` itself when everything fits)."""
+    if sum(usages) <= cap:
+        return cap
+    remaining, left = cap, len(usages)
+    for usage in sorted(usages):
+        if usage * left > remaining:
+            return remaining // left
+        remaining -= usage
+        left -= 1
+    return cap  # not reached: the sum is over the cap
+
+
+def _row(record: StoredResponse) -> tuple[Row, int]:
+    """The row, and its size in bytes (what the quotas count)."""
+    response = orjson.dumps(record.response)
+    items = (record.encoded_items if record.encoded_items is not None
+             else orjson.dumps(record.input_items))
     return (record.id, record.owner, record.created_at, record.previous_response_id,
-            orjson.dumps(record.response).decode(), orjson.dumps(record.input_items).decode())
+            response.decode(), items.decode()), len(response) + len(items)
 
 
 def _record(row: Row) -> StoredResponse:

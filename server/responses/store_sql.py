@@ -1,8 +1,12 @@
 """The SQL behind the response store, for SQLite and PostgreSQL (blocking: run in worker threads).
 
-One table, the same on both databases; JSON is kept as text (key order and every string intact).
-Reads take `since` (the oldest created_at still alive), so an expired row is never returned even
-before pruning deletes it.
+One table, the same on both databases; JSON is kept as text (key order and every string intact),
+with its size in bytes beside it (`bytes`), so that quotas are sums over an index, never reads of
+the JSON, and the microsecond it was written (`stored_at`), which orders an owner's rows for
+eviction (`created_at` is in seconds: many rows share one). Reads take `since` (the oldest
+created_at still alive), so an expired row is never returned even before pruning deletes it. A
+table from before these columns existed gets them (filled for its rows) the first time a store
+opens it.
 """
 
 from __future__ import annotations
@@ -20,19 +24,42 @@ Row = tuple[str, str, int, str | None, str, str]
 
 TABLE = "mserve_responses"
 COLUMNS = "id, owner, created_at, previous_response_id, response, input_items"
-SCHEMA = (
+CREATE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
     "created_at BIGINT NOT NULL, previous_response_id TEXT, response TEXT NOT NULL, "
-    "input_items TEXT NOT NULL)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_at, id)",
+    "input_items TEXT NOT NULL, bytes BIGINT, stored_at BIGINT)"
 )
+INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_at, id)",
+    # per-owner quotas: an owner's rows newest first, with their sizes, from the index alone
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_owner ON {TABLE} (owner, stored_at, id, bytes)",
+)
+# Columns a table from before quotas lacks: added, then filled for the rows it has. In FILL,
+# {response} and {items} are the dialect's byte length of those columns.
+MIGRATIONS = {
+    "bytes": f"UPDATE {TABLE} SET bytes = {{response}} + {{items}} WHERE bytes IS NULL",
+    "stored_at": f"UPDATE {TABLE} SET stored_at = created_at * 1000000 WHERE stored_at IS NULL",
+}
 UPSERT = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "owner = excluded.owner, created_at = excluded.created_at, "
+    f"INSERT INTO {TABLE} ({COLUMNS}, bytes, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at, "
     "previous_response_id = excluded.previous_response_id, response = excluded.response, "
-    "input_items = excluded.input_items"
+    "input_items = excluded.input_items, bytes = excluded.bytes, stored_at = excluded.stored_at"
 )
 SELECT = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ? AND owner = ? AND created_at >= ?"
+# The ids of a chain, newest first, without reading any JSON: each row with its depth and the
+# bytes of the chain so far. The walk stops past `max_depth` rows or `max_bytes` bytes (the row
+# that crosses the bound is returned, so that the caller sees it was crossed).
+WALK = (
+    "WITH RECURSIVE chain (id, previous_response_id, depth, total) AS ("
+    f" SELECT id, previous_response_id, 1, COALESCE(bytes, 0) FROM {TABLE}"
+    " WHERE id = ? AND owner = ? AND created_at >= ?"
+    " UNION ALL"
+    " SELECT r.id, r.previous_response_id, c.depth + 1, c.total + COALESCE(r.bytes, 0)"
+    f" FROM {TABLE} r JOIN chain c ON r.id = c.previous_response_id"
+    " WHERE r.owner = ? AND r.created_at >= ? AND c.depth <= ? AND c.total <= ?"
+    ") SELECT id, previous_response_id, depth, total FROM chain ORDER BY depth"
+)
 # The record, then each previous one (same owner, alive), at most `limit` rows; oldest first.
 CHAIN = (
     f"WITH RECURSIVE chain ({COLUMNS}, depth) AS ("
@@ -45,9 +72,17 @@ CHAIN = (
 )
 DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND created_at >= ?"
 EXPIRE = f"DELETE FROM {TABLE} WHERE created_at < ?"
-# Everything past the newest `max_rows` rows; {no_limit} is the dialect's "no LIMIT".
-TRIM = (f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-        "ORDER BY created_at DESC, id DESC LIMIT {no_limit} OFFSET ?)")
+USAGE = f"SELECT owner, COUNT(*), SUM(COALESCE(bytes, 0)) FROM {TABLE} GROUP BY owner"
+# One owner's rows past its newest `max_rows`, or past its newest `max_bytes` bytes (newest by
+# write time); its newest row, and the row `keep` just written, always stay (they were answered
+# as stored).
+TRIM_OWNER = (
+    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER w AS n, "
+    "SUM(COALESCE(bytes, 0)) OVER w AS total FROM "
+    f"{TABLE} WHERE owner = ? WINDOW w AS (ORDER BY stored_at DESC, id DESC "
+    "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) ranked "
+    "WHERE n > 1 AND id <> ? AND (n > ? OR total > ?))"
+)
 
 # Applied to PostgreSQL URLs that do not set them: a store that is down fails fast, not hangs.
 PG_DEFAULTS = {"connect_timeout": 5, "tcp_user_timeout": 10_000,
@@ -72,8 +107,12 @@ class Dialect:
 
     errors: tuple[type[Exception], ...]
     placeholder = "?"
-    no_limit = "-1"
     schema_lock: str | None = None  # serialises schema creation between replicas
+    has_column: str  # a row when the table has the column named by the one parameter
+    # runs first in the schema transaction: on an older table, a migration and a new index read
+    # every row once, which may take longer than a statement may otherwise
+    migrating: str | None = None
+    byte_length: str  # SQL for a text column's size in bytes ({} is the column)
 
     def connect(self) -> Connection:
         raise NotImplementedError
@@ -86,17 +125,32 @@ class Dialect:
         return conn.execute(sql.replace("?", self.placeholder), params)
 
     def create_schema(self, conn: Connection) -> None:
-        for sql in ((self.schema_lock,) if self.schema_lock else ()) + SCHEMA:
+        for sql in (self.schema_lock, self.migrating):
+            if sql:
+                self._run(conn, sql)
+        self._run(conn, CREATE)
+        for column, fill in MIGRATIONS.items():
+            if not self._run(conn, self.has_column, (column,)).fetchall():
+                self._run(conn, f"ALTER TABLE {TABLE} ADD COLUMN {column} BIGINT")
+                self._run(conn, fill.format(response=self.byte_length.format("response"),
+                                            items=self.byte_length.format("input_items")))
+        for sql in INDEXES:
             self._run(conn, sql)
 
     def ping(self, conn: Connection) -> None:
         self._run(conn, "SELECT 1")
 
-    def upsert(self, conn: Connection, row: Row) -> None:
-        self._run(conn, UPSERT, row)
+    def upsert(self, conn: Connection, row: Row, nbytes: int, stored_at: int) -> None:
+        self._run(conn, UPSERT, (*row, nbytes, stored_at))
 
     def select(self, conn: Connection, response_id: str, owner: str, since: int) -> Row | None:
         return self._run(conn, SELECT, (response_id, owner, since)).fetchone()
+
+    def walk(self, conn: Connection, response_id: str, owner: str, since: int, max_depth: int,
+             max_bytes: int) -> list[tuple[str, str | None, int, int]]:
+        """(id, previous_response_id, depth, bytes so far) of the chain, newest first."""
+        params = (response_id, owner, since, owner, since, max_depth, max_bytes)
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in self._run(conn, WALK, params).fetchall()]
 
     def chain(self, conn: Connection, response_id: str, owner: str, since: int,
               limit: int) -> list[Row]:
@@ -105,13 +159,23 @@ class Dialect:
     def delete(self, conn: Connection, response_id: str, owner: str, since: int) -> bool:
         return self._run(conn, DELETE, (response_id, owner, since)).rowcount > 0
 
-    def prune(self, conn: Connection, since: int, max_rows: int) -> None:
+    def expire(self, conn: Connection, since: int) -> None:
         self._run(conn, EXPIRE, (since,))
-        self._run(conn, TRIM.format(no_limit=self.no_limit), (max_rows,))
+
+    def usage(self, conn: Connection) -> dict[str, tuple[int, int]]:
+        """Rows and bytes per owner."""
+        return {r[0]: (int(r[1]), int(r[2] or 0)) for r in self._run(conn, USAGE).fetchall()}
+
+    def trim_owner(self, conn: Connection, owner: str, max_rows: int, max_bytes: int,
+                   keep: str = "") -> None:
+        self._run(conn, TRIM_OWNER, (owner, keep, max_rows, max_bytes))
 
 
 class SQLite(Dialect):
     errors = (sqlite3.Error, OSError)
+    schema_lock = "BEGIN IMMEDIATE"  # the schema (and its migration) in one write transaction
+    has_column = f"SELECT 1 FROM pragma_table_info('{TABLE}') WHERE name = ?"
+    byte_length = "length(CAST({} AS BLOB))"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -128,8 +192,11 @@ class SQLite(Dialect):
 class Postgres(Dialect):
     errors = (psycopg.Error, OSError)
     placeholder = "%s"
-    no_limit = "ALL"
     schema_lock = "SELECT pg_advisory_xact_lock(7235403262)"
+    has_column = ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                  f"current_schema() AND table_name = '{TABLE}' AND column_name = ?")
+    byte_length = "octet_length({})"
+    migrating = "SET LOCAL statement_timeout = 0"
 
     def __init__(self, url: str) -> None:
         """Raises ValueError for a URL libpq cannot parse."""

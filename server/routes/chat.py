@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.protocol import parse_request
-from server.routes.flow import answer, read_json, released
+from server.routes.flow import answer, off_loop, read_json, released
 from server.sse import SSEResponse
 
 router = APIRouter()
@@ -19,7 +19,8 @@ async def create_chat_completion(request: Request) -> Response:
     service = state.require_service()
     state.admission.admit()  # 429 before any tokenisation
     try:
-        chat_request = parse_request(body, headers=request.headers)
+        chat_request = await off_loop(request, lambda: parse_request(
+            body, headers=request.headers, budgets=state.budgets))
         prepared = await service.prepare(chat_request)
         if chat_request.stream:
             frames = await service.open_stream(prepared)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.completions.protocol import parse_completion_request
-from server.routes.flow import answer, read_json, released
+from server.routes.flow import answer, off_loop, read_json, released
 from server.sse import SSEResponse
 
 router = APIRouter()
@@ -20,7 +20,8 @@ async def create_completion(request: Request) -> Response:
     service = state.completions
     state.admission.admit()  # 429 before any tokenisation
     try:
-        req, prompts = parse_completion_request(body, service.limits)
+        req, prompts = await off_loop(request, lambda: parse_completion_request(
+            body, service.limits, state.budgets))
         prepared = await service.prepare(req, prompts)
         if req.stream:
             frames = await service.open_stream(prepared)

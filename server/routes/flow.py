@@ -4,24 +4,38 @@ for the whole request, and notice a client that leaves (which aborts the engine 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from server import metrics
 from server.admission import Admission
-from server.errors import InvalidRequest
+from server.budgets import THREAD_VALUES, loads, value_count
+
+T = TypeVar("T")
+
+HEAVY = "mserve.heavy"  # scope flag: this request's body is big enough to parse off the loop
 
 
 async def read_json(request: Request) -> Any:
+    """The body as JSON within the server's input budgets (``server.budgets``): a body with
+    many values is parsed, depth-checked and later validated (``off_loop``) in a worker thread."""
     raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    budgets = request.app.state.server.budgets
+    if value_count(raw) > THREAD_VALUES:
+        request.scope[HEAVY] = True
+        return await asyncio.to_thread(loads, raw, budgets)
+    return loads(raw, budgets)
+
+
+async def off_loop(request: Request, work: Callable[[], T]) -> T:
+    """``work()``: in a worker thread for a heavy body (validating it is proportional to its
+    size), inline otherwise (a thread hop costs more than a small body's validation)."""
+    if request.scope.get(HEAVY):
+        return await asyncio.to_thread(work)
+    return work()
 
 
 async def _until_disconnect(request: Request) -> None:

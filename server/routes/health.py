@@ -49,7 +49,8 @@ async def status(request: Request) -> JSONResponse:
         "load_time_s": round(state.ready_at - state.started_at, 1) if state.ready_at else None,
         "loading_for_s": round(now - state.started_at, 1) if state.phase == "loading" else None,
         "inflight_requests": state.admission.inflight,
-        "error": state.error,
+        # The reason is in the server log; probes without a key do not get internal text.
+        "error": "the inference engine failed; see the server log" if state.error else None,
     })
 
 

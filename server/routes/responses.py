@@ -9,21 +9,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from server.auth import owner
 from server.responses.protocol import parse_responses_request
 from server.responses.service import ResponsesService, StoredResponses
-from server.responses.store import owner_for
-from server.routes.flow import answer, read_json, released
+from server.routes.flow import answer, off_loop, read_json, released
 from server.sse import SSEResponse
 
 router = APIRouter()
-
-
-def _owner(request: Request) -> str:
-    """Who the request speaks for: its API key (hashed by the store), or "" with no keys."""
-    if not request.app.state.server.api_keys:
-        return ""
-    header = request.headers.get("authorization", "")
-    return owner_for(header[len("Bearer "):].strip() if header.startswith("Bearer ") else None)
 
 
 def _service(request: Request) -> ResponsesService:
@@ -39,8 +31,8 @@ async def create_response(request: Request) -> Response:
     service = _service(request)
     state.admission.admit()
     try:
-        req = parse_responses_request(body)
-        run = await service.start(req, _owner(request))
+        req = await off_loop(request, lambda: parse_responses_request(body))
+        run = await service.start(req, owner(request))
     except BaseException:
         state.admission.release()
         raise
@@ -55,12 +47,12 @@ def _stored(request: Request) -> StoredResponses:
 
 @router.get("/v1/responses/{response_id}")
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
-    return await _stored(request).get(response_id, _owner(request))
+    return await _stored(request).get(response_id, owner(request))
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-    return await _stored(request).delete(response_id, _owner(request))
+    return await _stored(request).delete(response_id, owner(request))
 
 
 @router.get("/v1/responses/{response_id}/input_items")
@@ -68,5 +60,5 @@ async def list_input_items(request: Request, response_id: str,
                            limit: int = Query(20, ge=1, le=100),
                            order: Literal["asc", "desc"] = "desc",
                            after: str | None = None) -> dict[str, Any]:
-    return await _stored(request).input_items(response_id, _owner(request), limit=limit,
+    return await _stored(request).input_items(response_id, owner(request), limit=limit,
                                                order=order, after=after)

@@ -1,4 +1,4 @@
-"""``POST /tokenize`` and ``POST /detokenize`` (vLLM's shapes; API keys as for ``/v1``)."""
+"""``POST /tokenize`` and ``POST /detokenize`` (vLLM's shapes; API keys as every route)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from server.completions import tokens
-from server.routes.flow import read_json
+from server.completions.protocol import parse_tokenize_request
+from server.protocol import parse_request
+from server.routes.flow import off_loop, read_json
 
 router = APIRouter()
 
@@ -17,7 +19,11 @@ async def tokenize(request: Request) -> dict[str, Any]:
     state = request.app.state.server
     body = await read_json(request)
     state.require_service()
-    return await tokens.tokenize(state.completions, body)
+    req = parse_tokenize_request(body)
+    chat = None
+    if req.messages is not None:  # the very chat request (its images, tools, reasoning fields)
+        chat = await off_loop(request, lambda: parse_request(body, budgets=state.budgets))
+    return await tokens.tokenize(state.completions, req, chat)
 
 
 @router.post("/detokenize")

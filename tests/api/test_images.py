@@ -374,3 +374,16 @@ def test_fetching_when_the_operator_allows_it(v11, image_host):
         assert_error(client.post("/v1/chat/completions", json=ask(image_part("https://93.184.216.34/a.png"))),
                      400, "messages[0].content[1].image_url.url", "image_url_not_allowed")
     assert not fake.requests
+
+
+def test_a_malformed_redirect_is_a_400_not_a_500(v11):
+    allowed = {"image_fetch": True, "image_fetch_domains": ["127.0.0.1"],
+               "image_fetch_networks": ["127.0.0.0/8"]}
+    with http_host({"/bad": ("redirect", "http://[x"), "/bad6": ("redirect", "//[::1/a.png")}) as host, \
+            serve(v11, lambda p, s, i: answer(v11), **allowed) as (client, fake):
+        for path in ("/bad", "/bad6"):
+            err = assert_error(client.post("/v1/chat/completions", json=ask(image_part(host + path))),
+                               400, "messages[0].content[1].image_url.url", "invalid_image_url")
+            assert "redirect target is not a valid URL" in err["message"]
+        assert client.get("/health").status_code == 200
+    assert not fake.requests

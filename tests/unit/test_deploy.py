@@ -500,9 +500,11 @@ def server_env(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, An
 def test_chart_points_every_replica_at_one_responses_store(tmp_path: Path) -> None:
     assert not [k for k in server_env({}, tmp_path) if k.startswith("MSERVE_RESPONSES")]
 
+    quotas = {"maxBytes": 20 * 1024**3, "maxRowsPerKey": 5000, "maxBytesPerKey": 2 * 1024**3,
+              "maxRecordBytes": 8 * 1024**2, "maxChainDepth": 300, "maxChainBytes": 32 * 1024**2}
     values = {"replicaCount": 3, "env": [{"name": "EXTRA", "value": "1"}],
               "responses": {"storeSecret": {"name": "responses-db", "key": "url"},
-                            "ttl": 86400, "maxRows": 2500000}}
+                            "ttl": 86400, "maxRows": 2500000, **quotas}}
     env = server_env(values, tmp_path)
     assert env["MSERVE_RESPONSES_STORE"]["valueFrom"] == {
         "secretKeyRef": {"name": "responses-db", "key": "url"}}
@@ -510,10 +512,15 @@ def test_chart_points_every_replica_at_one_responses_store(tmp_path: Path) -> No
     # The values reach the server as its own settings.
     url = "postgresql://mserve:secret@postgres.db:5432/mserve"
     settings, _, _ = load_settings([], env={
-        "MSERVE_RESPONSES_STORE": url, "MSERVE_RESPONSES_TTL": env["MSERVE_RESPONSES_TTL"]["value"],
-        "MSERVE_RESPONSES_MAX_ROWS": env["MSERVE_RESPONSES_MAX_ROWS"]["value"]})
+        "MSERVE_RESPONSES_STORE": url,
+        **{k: e["value"] for k, e in env.items() if k.startswith("MSERVE_RESPONSES_")
+           and k != "MSERVE_RESPONSES_STORE"}})
     assert (settings.responses_store, settings.responses_ttl, settings.responses_max_rows) == (
         url, 86400, 2500000)
+    assert (settings.responses_max_bytes, settings.responses_max_rows_per_key,
+            settings.responses_max_bytes_per_key, settings.responses_max_record_bytes,
+            settings.responses_max_chain_depth, settings.responses_max_chain_bytes) == tuple(
+        quotas.values())
 
     env = server_env({"responses": {"store": "off"}}, tmp_path)
     assert env["MSERVE_RESPONSES_STORE"] == {"name": "MSERVE_RESPONSES_STORE", "value": "off"}

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpcore
 import pytest
@@ -429,6 +429,17 @@ def test_redirect_to_forbidden_target_refused_before_connecting(
     assert info.value.code == code, str(info.value)
     assert recorder.hosts == ["127.0.0.1"]  # only the local server was dialled
     assert "10.0.0.5" not in str(info.value) and "169.254" not in str(info.value)
+
+
+@pytest.mark.parametrize("to", ["http://[x", "http://[::1", "//[x]/a.png", "http://[:::1]/",
+                                "http://127.0.0.1:99999/img", "http://127.0.0.1:port/img"])
+def test_malformed_redirect_target_is_invalid_not_a_crash(local: str, to: str) -> None:
+    recorder = Recorder(real=True)
+    with pytest.raises(FetchError) as info:
+        run(f"{local}/redirect?to={quote(to)}", LOCAL, recorder)
+    assert info.value.code == "invalid_image_url", str(info.value)
+    assert "redirect target" in str(info.value)
+    assert recorder.hosts == ["127.0.0.1"]  # only the local server was dialled
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

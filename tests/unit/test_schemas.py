@@ -8,6 +8,7 @@ from mistral_common.exceptions import InvalidToolSchemaException
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
 from server.chat import schemas
+from server.protocol import parse_request
 from tests.conftest import tokenizer_for
 
 
@@ -62,12 +63,31 @@ def _nested(depth: int) -> dict:
     return schema
 
 
-def test_schemas_too_deep_for_orjson_are_still_cached():
+def test_schemas_too_deep_for_orjson_still_have_a_digest():
     deep = _nested(130)  # valid, but deeper than orjson serialises (255 containers)
-    key = schemas._key(deep)
-    assert key is not None and schemas._key(_nested(130)) == key and schemas._key(_nested(131)) != key
+    key = schemas.digest(deep)
+    assert key is not None and schemas.digest(_nested(130)) == key != schemas.digest(_nested(131))
     assert schemas.problem(deep) is None
-    assert key in schemas._outcomes
+    assert b"valid" + key in schemas._memory
+
+
+def test_the_memory_is_bounded_in_bytes_and_forgets_the_least_recently_used():
+    memory = schemas.Memory(budget=1000)
+    for key in (b"a", b"b", b"c"):
+        memory.keep(key, key, cost=300)
+    assert memory.recall(b"a") == (True, b"a")  # `b` is now the least recently used
+    memory.keep(b"d", b"d", cost=300)
+    assert [k for k in (b"a", b"b", b"c", b"d") if k in memory] == [b"a", b"c", b"d"]
+    assert memory.used == 900
+    memory.keep(b"huge", b"huge", cost=1001)  # more than the whole budget: not kept at all
+    assert b"huge" not in memory and len(memory) == 3
+
+
+def test_refused_schemas_are_not_remembered():
+    before = len(schemas._memory)
+    for i in range(50):
+        assert schemas.problem({"type": f"objekt-{i}"}) is not None
+    assert len(schemas._memory) == before
 
 
 def test_a_schema_nested_beyond_recursion_is_refused_not_crashed():
@@ -78,10 +98,12 @@ def test_a_schema_nested_beyond_recursion_is_refused_not_crashed():
 
 
 def _encode(tokenizer, parameters: dict, name: str = "fill") -> list[int]:
-    request = ChatCompletionRequest(
-        messages=[{"role": "user", "content": "hi"}],
-        tools=[{"type": "function", "function": {"name": name, "parameters": parameters}}])
-    return tokenizer.encode_chat_completion(request).tokens
+    """Encode as the renderer does: the request's schema digests known while encoding."""
+    body = {"messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": name, "parameters": parameters}}]}
+    ours = parse_request(body)
+    with schemas.known_tools(ours):
+        return tokenizer.encode_chat_completion(ChatCompletionRequest(**body)).tokens
 
 
 @pytest.mark.parametrize("kind", ["v3-spm", "v11-tekken"])
@@ -100,13 +122,14 @@ def test_mistral_common_checks_each_tool_once(tokenizer_dirs, monkeypatch, kind)
     params = {"type": "object", "properties": {"a": {"type": "string"}}}
     first = _encode(tokenizer, params)
     assert _encode(tokenizer, params) == first
-    _encode(tokenizer, dict(reversed(params.items())))  # same tool, other key order
     assert len(checked) == 1
+    _encode(tokenizer, dict(reversed(params.items())))  # other key order: another digest
     _encode(tokenizer, params, name="other")  # another name: checked
     _encode(tokenizer, {**params, "required": ["a"]})  # another schema: checked
-    assert len(checked) == 3
+    assert len(checked) == 4
     assert _encode(tokenizer, {"type": "object"}) == plain  # tokens are unchanged
+    assert len(checked) == 5
     for _ in range(2):  # a bad schema is refused every time, never remembered
         with pytest.raises(InvalidToolSchemaException):
             _encode(tokenizer, {"type": "objekt"})
-    assert len(checked) == 6
+    assert len(checked) == 7

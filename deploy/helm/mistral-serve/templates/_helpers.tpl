@@ -59,4 +59,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: MSERVE_RESPONSES_MAX_ROWS
   value: {{ .Values.responses.maxRows | int | quote }}
 {{- end }}
+{{- if .Values.responses.maxBytes }}
+- name: MSERVE_RESPONSES_MAX_BYTES
+  value: {{ .Values.responses.maxBytes | int64 | quote }}
+{{- end }}
+{{- if .Values.responses.maxRowsPerKey }}
+- name: MSERVE_RESPONSES_MAX_ROWS_PER_KEY
+  value: {{ .Values.responses.maxRowsPerKey | int64 | quote }}
+{{- end }}
+{{- if .Values.responses.maxBytesPerKey }}
+- name: MSERVE_RESPONSES_MAX_BYTES_PER_KEY
+  value: {{ .Values.responses.maxBytesPerKey | int64 | quote }}
+{{- end }}
+{{- if .Values.responses.maxRecordBytes }}
+- name: MSERVE_RESPONSES_MAX_RECORD_BYTES
+  value: {{ .Values.responses.maxRecordBytes | int64 | quote }}
+{{- end }}
+{{- if .Values.responses.maxChainDepth }}
+- name: MSERVE_RESPONSES_MAX_CHAIN_DEPTH
+  value: {{ .Values.responses.maxChainDepth | int64 | quote }}
+{{- end }}
+{{- if .Values.responses.maxChainBytes }}
+- name: MSERVE_RESPONSES_MAX_CHAIN_BYTES
+  value: {{ .Values.responses.maxChainBytes | int64 | quote }}
+{{- end }}
 {{- end }}
