@@ -123,7 +123,7 @@ class CompletionRequest(_Lenient):
     logprobs: int | None = Field(None, ge=0, le=20, description="Top alternatives per token "
                                  "(the server's `max_logprobs` at most).")
     echo: bool = False
-    stop: str | list[str] | None = Field(None, max_length=16)
+    stop: str | list[str] | None = None  # counted and sized by the budgets (max_stop_*)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)

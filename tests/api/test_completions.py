@@ -536,3 +536,13 @@ def test_admission_timeout_drain_and_loading_as_chat(tokenizer_dirs):
         for path, payload in (("/v1/completions", body), ("/tokenize", {"prompt": "a"}),
                               ("/detokenize", {"tokens": [1]})):
             assert_error(client.post(path, json=payload), 503, code="model_loading")
+
+
+def test_input_budgets_as_chat(strict_server):
+    client, fake = strict_server
+    many = post(client, {"prompt": PROMPT, "stop": [f"s{i}" for i in range(17)]})
+    long = post(client, {"prompt": PROMPT, "stop": ["x" * 1001]})
+    deep = post(client, {"prompt": PROMPT, "structured_outputs": {"json": '{"a":' * 80 + "1" + "}" * 80}})
+    assert_error(many, 400, param="stop", code="too_many_stop_strings")
+    assert_error(long, 400, param="stop[0]", code="stop_too_long")
+    assert_error(deep, 400, param="structured_outputs.json", code="json_too_deep")
