@@ -61,11 +61,23 @@ class _Offsets:
         return at
 
 
+class PromptLogprobs:
+    """The prompt's logprobs, shared by the choices of one prompt: vLLM sends them with each
+    choice's first output, but merges outputs that queue up, keeping only the first's."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[TokenLogprob | None] | None = None
+
+
 class TextChoice:
     def __init__(self, index: int, state: ChoiceState, vocab: Vocab, *, prompt_ids: list[int],
                  echo: str | None, logprobs: int | None, echo_only: bool = False,
-                 show_special: bool = False, hidden: frozenset[int] = frozenset()) -> None:
+                 show_special: bool = False, hidden: frozenset[int] = frozenset(),
+                 prompt_logprobs: PromptLogprobs | None = None) -> None:
         self.index = index
+        self.prompt_logprobs = prompt_logprobs or PromptLogprobs()
         self.state = state
         self.vocab = vocab
         self.prompt_ids = prompt_ids
@@ -94,10 +106,12 @@ class TextChoice:
 
     def push(self, delta: CompletionDelta) -> Piece:
         piece = Piece(logprobs=empty_logprobs() if self.logprobs is not None else None)
+        if delta.prompt_logprobs is not None:
+            self.prompt_logprobs.entries = delta.prompt_logprobs
         if self.echo is not None:
             piece.text = self.echo
             if piece.logprobs is not None:
-                self._prompt_logprobs(delta.prompt_logprobs, piece.logprobs)
+                self._prompt_logprobs(self.prompt_logprobs.entries, piece.logprobs)
             self.echo = None
         step = self.state.push(delta)
         if self.echo_only:

@@ -33,7 +33,7 @@ from server.chat.constraints import constraint_for
 from server.chat.sampling import Plan, SamplingRequest, plan_sampling
 from server.chat.service import ChatService
 from server.chat.steps import cut_short, needs_abort
-from server.completions.output import ChoiceBuilder, TextChoice
+from server.completions.output import ChoiceBuilder, PromptLogprobs, TextChoice
 from server.completions.protocol import CompletionRequest, PromptLimits
 from server.engine.base import CompletionDelta
 from server.errors import (
@@ -166,6 +166,7 @@ class CompletionService:
         hidden = frozenset() if req.include_stop_str_in_output else frozenset(req.stop_token_ids or ())
         out = []
         for p, (prompt, plan) in enumerate(zip(prep.prompts, prep.plans)):
+            shared = PromptLogprobs()  # the same for every choice of this prompt
             for j in range(plan.choices):
                 index = p * req.n + j
                 parser = TextParser(self.vocab, skip_special_tokens=req.skip_special_tokens,
@@ -176,7 +177,8 @@ class CompletionService:
                 out.append(TextChoice(index, state, self.vocab, prompt_ids=prompt.ids,
                                       echo=prompt.text if req.echo else None,
                                       logprobs=req.logprobs, echo_only=req.max_tokens == 0,
-                                      show_special=not req.skip_special_tokens, hidden=hidden))
+                                      show_special=not req.skip_special_tokens, hidden=hidden,
+                                      prompt_logprobs=shared))
         return out
 
     async def _start(self, prep: PreparedCompletion) -> AsyncIterator[list[CompletionDelta]]:

@@ -546,3 +546,30 @@ def test_input_budgets_as_chat(strict_server):
     assert_error(many, 400, param="stop", code="too_many_stop_strings")
     assert_error(long, 400, param="stop[0]", code="stop_too_long")
     assert_error(deep, 400, param="structured_outputs.json", code="json_too_deep")
+
+
+def test_every_choice_gets_the_prompts_logprobs(tokenizer_dirs):
+    """vLLM merges outputs that queue up and keeps only the first one's prompt logprobs: the
+    choices of one prompt share them."""
+    import dataclasses
+
+    from server.engine.fake import FakeEngine
+
+    s = Script(tokenizer_dirs, "v11-tekken")
+
+    class Merging(FakeEngine):
+        async def generate(self, prompt, sampling, request_id, *, images=()):
+            async for batch in super().generate(prompt, sampling, request_id, images=images):
+                yield [d if d.index == 0 else dataclasses.replace(d, prompt_logprobs=None)
+                       for d in batch]
+
+    engine = Merging(lambda p, sp, i: cont(s, f" answer {i}"))
+    with serve(s.dir, None, engine=engine) as (client, fake):
+        body = ok(post(client, {"prompt": PROMPT, "n": 3, "temperature": 1.0, "echo": True,
+                                "logprobs": 1}))
+    assert fake.requests[0][1].n == 3
+    prompt_len = body["usage"]["prompt_tokens"]
+    first = body["choices"][0]["logprobs"]["token_logprobs"][:prompt_len]
+    assert first[0] is None and all(isinstance(v, float) for v in first[1:])
+    for choice in body["choices"][1:]:
+        assert choice["logprobs"]["token_logprobs"][:prompt_len] == first
