@@ -84,8 +84,9 @@ class TextChoice:
         self.echo = echo  # the prompt text to put first, or None
         self.echo_only = echo_only  # max_tokens 0: the prompt (and its logprobs) only
         self.logprobs = logprobs
-        self.offsets = _Offsets(vocab, continuation=True, show_special=show_special,
-                                hidden=hidden, start=len(echo or ""))
+        self.offsets = None if logprobs is None else _Offsets(
+            vocab, continuation=True, show_special=show_special, hidden=hidden,
+            start=len(echo or ""))
 
     # what the shared stream/abort helpers ask of a choice
     @property
@@ -118,8 +119,12 @@ class TextChoice:
             if step.finish_reason is not None:
                 piece.finish_reason = "length" if not self.state.failed else step.finish_reason
             return piece
-        piece.text += "".join(e.text for e in step.events if isinstance(e, ContentDelta))
+        events = step.events  # the raw-text parser writes ContentDelta events only
+        if events:
+            piece.text += events[0].text if len(events) == 1 else "".join(  # type: ignore[union-attr]
+                [e.text for e in events if isinstance(e, ContentDelta)])
         if piece.logprobs is not None and step.logprobs:
+            assert self.offsets is not None
             for token_id, entry in zip(delta.token_ids, step.logprobs):
                 _add(piece.logprobs, entry["token"], entry["logprob"],
                      {t["token"]: t["logprob"] for t in entry["top_logprobs"]},

@@ -185,6 +185,9 @@ class CompletionService:
         """Every prompt's engine request added and primed at once (what the engine refuses is
         still an HTTP error), then their steps as one stream with choice indexes offset."""
         param = "structured_outputs" if prep.request.structured_outputs is not None else "response_format"
+        if len(prep.prompts) == 1:  # the usual case: no task, no merge
+            return await self.runner.start(prep.prompts[0].ids, prep.plans[0], prep.engine_id(0),
+                                           constraint_param=param)
         starts = await asyncio.gather(*(
             self.runner.start(prompt.ids, plan, prep.engine_id(p), constraint_param=param)
             for p, (prompt, plan) in enumerate(zip(prep.prompts, prep.plans))), return_exceptions=True)
@@ -195,8 +198,6 @@ class CompletionService:
                     await s.aclose()  # type: ignore[attr-defined]
             await self._abort(prep)
             raise failed[0]
-        if len(starts) == 1:
-            return starts[0]  # type: ignore[return-value]
         return _merged(starts, [p * prep.request.n for p in range(len(starts))])  # type: ignore[arg-type]
 
     async def _abort(self, prep: PreparedCompletion) -> None:
