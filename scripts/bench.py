@@ -1,23 +1,35 @@
 """Closed-loop streaming load against any OpenAI-compatible server, and a side-by-side mode.
 
     # load against a running server (ours, vLLM's, anything OpenAI-compatible); --pid adds the
-    # CPU time of that process per output token; --api completions loads /v1/completions
+    # CPU time of that process per output token
     .venv/bin/python scripts/bench.py run --base-url http://127.0.0.1:8000/v1 --model tiny-mistral \
-        --concurrency 1 16 64 256 --duration 20 [--pid PID] [--api chat|completions]
+        --concurrency 1 16 64 256 --duration 20 [--pid PID]
 
     # our server, then vLLM's own server, then the in-process engine ceiling, one at a time, on
-    # the same tiny model and engine settings, with chat and text-completion loads (--apis);
-    # writes docs/benchmarks.md and docs/benchmarks.png
-    .venv/bin/python scripts/bench.py compare [--mode sequential|alternate] [--apis chat completions]
+    # the same tiny model and engine settings; writes docs/benchmarks.md and docs/benchmarks.png
+    .venv/bin/python scripts/bench.py compare [--mode sequential|alternate]
 
     # rewrite the report from the last compare run's numbers (.cache/bench-compare.json)
     .venv/bin/python scripts/bench.py compare --report-only
 
+    # the same load through Anthropic's Messages API (POST /v1/messages, typed SSE events)
+    .venv/bin/python scripts/bench.py run --api messages --base-url http://127.0.0.1:8000/v1 ...
+
+    # the same load as text completions (POST /v1/completions, a raw prompt)
+    .venv/bin/python scripts/bench.py run --api completions --base-url http://127.0.0.1:8000/v1 ...
+
+    # our server alone, chat, /v1/messages and /v1/completions measured alternately: their API
+    # CPU per token
+    .venv/bin/python scripts/bench.py apis
+
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
-(``ignore_eos``, fixed ``max_tokens``, usage in the last chunk) — a chat completion, or a text
-completion of a prompt of about the same length — reads it to the end, and sends the next one.
+(``ignore_eos``, fixed ``max_tokens``, usage in the last chunk), reads it to the end, and sends
+the next one. ``compare`` loads our server through ``/v1/chat/completions``, ``/v1/messages``
+(Anthropic's API over the same pipeline) and ``/v1/completions`` (a raw text prompt of about the
+same length), alternating them at every point, so the APIs' CPU per token can be compared on one
+process; vLLM's server through chat and ``/v1/completions`` the same way.
 
 Every point is measured in steady state: workers start spread over about one stream's duration,
 a warm-up lasts until every worker has finished one stream, then a window of ``--duration``
@@ -49,7 +61,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Explain Mistral models in three short bullet points."
 # the text-completion load: about as many prompt tokens as the chat request renders to
 COMPLETION_PROMPT = "Question: explain Mistral models in three short bullet points.\nAnswer:"
-APIS = ("chat", "completions")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = ROOT / ".cache" / "bench-compare.json"
 
@@ -265,7 +276,8 @@ class Load:
 
 
 # -- a minimal streaming HTTP/1.1 client ------------------------------------------------------------
-CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"', b'"text":"')
+CONTENT = (b'"content":"', b'"reasoning":"', b'"reasoning_content":"',
+           b'"text":"', b'"thinking":"')  # the last two: /v1/messages deltas
 
 
 class Connection:
@@ -296,6 +308,13 @@ class Connection:
         """Handle the complete SSE frames in ``sse``; returns the incomplete rest."""
         *frames, rest = sse.split(b"\n\n")
         for frame in frames:
+            if frame.startswith(b"event: "):  # typed events (/v1/messages): data on line 2
+                kind, _, frame = frame.partition(b"\n")
+                if kind == b"event: message_delta":
+                    stream.tokens = json.loads(frame[6:])["usage"]["output_tokens"]
+                    continue
+                if kind == b"event: error":
+                    raise RuntimeError(f"error event: {frame[:200]!r}")
             if not frame.startswith(b"data: "):
                 continue  # comments (keep-alive pings)
             for key in CONTENT:
@@ -387,21 +406,38 @@ class Connection:
             now = time.perf_counter()
 
 
+APIS = ("chat", "messages", "completions")
+
+
 def http_streams(base: str, model: str, max_tokens: int, api_key: str | None,
                  api: str = "chat") -> Callable[[], OneStream]:
+    """``api``: ``chat`` (``/chat/completions``, usage in the last chunk), ``messages``
+    (``/messages``, typed events, usage in ``message_delta``) or ``completions``
+    (``/completions``, a raw prompt, usage in the last chunk); all with ``ignore_eos`` (through
+    the Anthropic SDK's ``extra_body`` for ``/messages``)."""
     url = urlparse(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    body = {"model": model, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 1.0,
-            "stream": True, "stream_options": {"include_usage": True}}
-    if api == "chat":
-        body["messages"], path = [{"role": "user", "content": PROMPT}], "chat/completions"
+    messages = [{"role": "user", "content": PROMPT}]
+    if api == "messages":
+        path = "messages"
+        body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True}).encode()
+        auth = f"x-api-key: {api_key}\r\nanthropic-version: 2023-06-01\r\n" if api_key else ""
+    elif api == "completions":
+        path = "completions"
+        body = json.dumps({"model": model, "prompt": COMPLETION_PROMPT, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     else:
-        body["prompt"], path = COMPLETION_PROMPT, "completions"
-    payload = json.dumps(body).encode()
-    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+        path = "chat/completions"
+        body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     request = (f"POST {url.path.rstrip('/')}/{path} HTTP/1.1\r\nHost: {host}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{auth}\r\n"
-               ).encode() + payload
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
+               ).encode() + body
 
     def make() -> OneStream:
         conn = Connection(host, port)
@@ -485,12 +521,8 @@ def row(label: str, r: Result) -> str:
 
 
 # -- compare mode -----------------------------------------------------------------------------------
-OURS, VLLM, CEILING = "ours", "vLLM api_server", "engine (in-process)"
-
-
-def label_for(server: str, api: str) -> str:
-    """Result rows: the chat load keeps the server's plain label."""
-    return server if api == "chat" else f"{server} /v1/completions"
+OURS, MESSAGES, VLLM, CEILING = "ours", "ours /v1/messages", "vLLM api_server", "engine (in-process)"
+COMPLETIONS, VLLM_COMPLETIONS = "ours /v1/completions", "vLLM api_server /v1/completions"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -608,33 +640,55 @@ def merge(parts: list[Result]) -> Result:
 
 
 SERVERS = {OURS: ("ours", 18001), VLLM: ("vllm", 18002)}
+# what is measured: label → (server, API); our server answers both APIs from one process
+TARGETS = {OURS: (OURS, "chat"), MESSAGES: (OURS, "messages"), COMPLETIONS: (OURS, "completions"),
+           VLLM: (VLLM, "chat"), VLLM_COMPLETIONS: (VLLM, "completions")}
 
 
-def measure_server(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
-                   args: argparse.Namespace, previous: Result | None, api: str = "chat") -> Result:
-    port = SERVERS[label][1]
-    return client.measure(f"http://127.0.0.1:{port}/v1", "tiny", c, duration, args.max_tokens,
-                          pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, duration), api=api)
+def measure_target(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
+                   args: argparse.Namespace, previous: Result | None) -> Result:
+    server, api = TARGETS[label]
+    return client.measure(f"http://127.0.0.1:{SERVERS[server][1]}/v1", "tiny", c, duration,
+                          args.max_tokens, pid=proc.pid, api=api,
+                          ramp=ramp_for(c, args.max_tokens, previous, duration))
+
+
+def measure_point(client: LoadClient, labels: list[str], procs: dict[str, subprocess.Popen], c: int,
+                  args: argparse.Namespace, results: dict[str, list[Result]], rounds: int) -> None:
+    """``labels`` measured alternately at concurrency ``c`` (ABBA: the order reverses each round)
+    for ``args.duration`` each in all; one label is measured in one window."""
+    parts: dict[str, list[Result]] = {label: [] for label in labels}
+    order = list(labels)
+    for _ in range(rounds if len(labels) > 1 else 1):
+        for label in order:
+            previous = results[label][-1] if results[label] else None
+            parts[label].append(measure_target(client, label, procs[TARGETS[label][0]], c,
+                                               args.duration / (rounds if len(labels) > 1 else 1),
+                                               args, previous))
+        order.reverse()
+    for label in labels:
+        results[label].append(merge(parts[label]))
+        print(row(label, results[label][-1]), flush=True)
+
+
+def _warm(client: LoadClient, server: str, max_tokens: int) -> None:
+    for s, api in TARGETS.values():
+        if s == server:
+            client.measure(f"http://127.0.0.1:{SERVERS[server][1]}/v1", "tiny", 4, 3, max_tokens, api=api)
 
 
 def compare_sequential(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
-    """One server on the machine at a time: ours at every concurrency (each load in
-    ``args.apis``), then vLLM's."""
-    results: dict[str, list[Result]] = {}
-    for label, (kind, port) in SERVERS.items():
+    """One server on the machine at a time: ours at every concurrency (chat, messages and text
+    completions alternately), then vLLM's (chat and text completions alternately)."""
+    results: dict[str, list[Result]] = {label: [] for label in TARGETS}
+    for server, (kind, port) in SERVERS.items():
         proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+        labels = [label for label, (s, _) in TARGETS.items() if s == server]
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
-            for api in args.apis:
-                key = label_for(label, api)
-                results[key] = []
-                client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens,
-                               api=api)  # warm-up
-                for c in args.concurrency:
-                    previous = results[key][-1] if results[key] else None
-                    results[key].append(measure_server(client, label, proc, c, args.duration, args,
-                                                       previous, api))
-                    print(row(key, results[key][-1]), flush=True)
+            _warm(client, server, args.max_tokens)
+            for c in args.concurrency:
+                measure_point(client, labels, {server: proc}, c, args, results, args.rounds)
         finally:
             stop(proc)
     return results
@@ -644,40 +698,48 @@ def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadCli
     """Both servers up at once, measured alternately (ABBA per concurrency) to cancel drift."""
     procs = {label: start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
              for label, (kind, port) in SERVERS.items()}
-    results: dict[str, list[Result]] = {label_for(label, api): [] for api in args.apis
-                                        for label in SERVERS}
+    results: dict[str, list[Result]] = {label: [] for label in TARGETS}
     try:
         for label, (_, port) in SERVERS.items():
             wait_ready(f"http://127.0.0.1:{port}", procs[label])
-            for api in args.apis:
-                client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens, api=api)
-        for api in args.apis:
-            for c in args.concurrency:
-                parts: dict[str, list[Result]] = {label: [] for label in SERVERS}
-                order = list(SERVERS)
-                for _ in range(args.rounds):
-                    for label in order:
-                        done = results[label_for(label, api)]
-                        parts[label].append(measure_server(
-                            client, label, procs[label], c, args.duration / args.rounds, args,
-                            done[-1] if done else None, api))
-                    order.reverse()
-                for label in SERVERS:
-                    key = label_for(label, api)
-                    results[key].append(merge(parts[label]))
-                    print(row(key, results[key][-1]), flush=True)
+            _warm(client, label, args.max_tokens)
+        for c in args.concurrency:
+            measure_point(client, list(TARGETS), procs, c, args, results, args.rounds)
     finally:
         for proc in procs.values():
             stop(proc)
     return results
 
 
+def apis(args: argparse.Namespace) -> None:
+    """Our server only: chat, /v1/messages and /v1/completions alternately at every concurrency
+    (what compare measures of ours), printed as rows and as the tables against chat."""
+    sys.path.insert(0, str(ROOT))
+    from server.tinymodel import FORMAT, build_tiny_model
+
+    model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
+    kind, port = SERVERS[OURS]
+    results: dict[str, list[Result]] = {OURS: [], MESSAGES: [], COMPLETIONS: []}
+    print(HEADER, flush=True)
+    with LoadClient() as client:
+        proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            _warm(client, OURS, args.max_tokens)
+            for c in args.concurrency:
+                measure_point(client, [OURS, MESSAGES, COMPLETIONS], {OURS: proc}, c, args, results,
+                              args.rounds)
+        finally:
+            stop(proc)
+    print(messages_section(results[OURS], results[MESSAGES]))
+    print(completions_section(results))
+
+
 def compare(args: argparse.Namespace) -> None:
     if args.report_only:
         saved = json.loads(RESULTS.read_text())
         results = {label: [Result(**r) for r in rs] for label, rs in saved["results"].items()}
-        write_report(results, argparse.Namespace(**{**vars(args), "apis": ["chat"], **saved["args"],
-                                                    "date": saved["date"]}))
+        write_report(results, argparse.Namespace(**{**vars(args), **saved["args"], "date": saved["date"]}))
         return
     sys.path.insert(0, str(ROOT))
     from server.tinymodel import FORMAT, build_tiny_model
@@ -690,7 +752,7 @@ def compare(args: argparse.Namespace) -> None:
         else:
             results = compare_alternate(args, model_dir, client)
     kept = {k: getattr(args, k) for k in ("mode", "concurrency", "duration", "max_tokens", "rounds",
-                                          "max_num_seqs", "apis")}
+                                          "max_num_seqs")}
 
     def save() -> None:
         RESULTS.write_text(json.dumps({"args": kept, "date": time.strftime("%Y-%m-%d"),
@@ -710,9 +772,9 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
-    styles = {OURS: ("C0", "o", "-"), VLLM: ("C1", "s", "-"), CEILING: ("C2", "^", "--"),
-              label_for(OURS, "completions"): ("C0", "o", ":"),
-              label_for(VLLM, "completions"): ("C1", "s", ":")}
+    styles = {OURS: ("C0", "o", "-"), MESSAGES: ("C3", "D", ":"), VLLM: ("C1", "s", "-"),
+              CEILING: ("C2", "^", "--"), COMPLETIONS: ("C0", "v", "-."),
+              VLLM_COMPLETIONS: ("C1", "v", "-.")}
     for label, results in rows.items():
         color, marker, line = styles.get(label, (None, "o", "-"))
         xs = [r.concurrency for r in results]
@@ -721,10 +783,8 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
             ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, linestyle=line,
                      color=color, label="AsyncLLM client, in-process (no HTTP)")
             continue
-        ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, linestyle=line,
-                 color=color, label=label)
-        ax3.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker=marker, linestyle=line,
-                 color=color, label=label)
+        ax2.plot(xs, [r.api_us_per_token for r in results], marker=marker, color=color, label=label)
+        ax3.plot(xs, [pct(r.ttft, 50) * 1000 for r in results], marker=marker, color=color, label=label)
     ax1.set(xscale="log", xlabel="concurrent streams", ylabel="output tokens/s", ylim=(0, None),
             title="Throughput (higher is better)")
     ax2.set(xscale="log", xlabel="concurrent streams", ylabel="API-process CPU µs per output token",
@@ -754,6 +814,7 @@ def write_report(results: dict[str, list[Result]], args: argparse.Namespace) -> 
     except ImportError:
         picture = "(matplotlib not installed: no plot)\n"
     ours, theirs, ceiling = results[OURS], results[VLLM], results[CEILING]
+    messages = results.get(MESSAGES) or []
     ratios = []
     for a, b, e in zip(ours, theirs, ceiling):
         ratios.append(f"| {a.concurrency} | {_ratio(a.tok_s, b.tok_s)} | "
@@ -833,34 +894,63 @@ Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --dur
   `--mode alternate` check on 2026-12-02 the rates matched these (ours / vLLM: 281 / 285 tok/s at concurrency 1,
   1944 / 1903 at 16; API CPU 258 / 348 and 62 / 88 µs per token).
 """
-    text += completions_section(results, args)
+    if messages:
+        text += messages_section(ours, messages)
+    text += completions_section(results)
     (docs / "benchmarks.md").write_text(text)
     print(f"wrote {docs / 'benchmarks.md'}")
 
 
-def completions_section(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
-    """The text-completion load next to chat, when it was measured."""
-    oc, vc = results.get(label_for(OURS, "completions")), results.get(label_for(VLLM, "completions"))
-    if not oc or not vc:
-        return ""
-    ours = results[OURS]
-    lines = "\n".join(
-        f"| {a.concurrency} | {a.tok_s:.0f} | {b.tok_s:.0f} | {_f(a.api_us_per_token, '.0f')} | "
-        f"{_f(c.api_us_per_token, '.0f')} | {_f(b.api_us_per_token, '.0f')} | "
-        f"{_ratio(a.api_us_per_token, c.api_us_per_token)} | {_ratio(a.api_us_per_token, b.api_us_per_token)} |"
-        for a, b, c in zip(oc, vc, ours))
+def messages_section(chat: list[Result], messages: list[Result]) -> str:
+    """Anthropic's Messages API against chat completions on the same server process."""
+    rows = "\n".join(
+        f"| {c.concurrency} | {_f(c.api_us_per_token, '.0f')} | {_f(m.api_us_per_token, '.0f')} | "
+        f"{_ratio(m.api_us_per_token, c.api_us_per_token)} | {c.tok_s:.0f} | {m.tok_s:.0f} |"
+        for c, m in zip(chat, messages))
     return f"""
-## Text completions (`/v1/completions`)
+## Anthropic's Messages API on the same server
 
-The same servers, one at a time, under the same closed loop on `/v1/completions`: a raw text
-prompt (`{COMPLETION_PROMPT!r}`, about as many tokens as the chat request renders to),
-`max_tokens={args.max_tokens}`, `ignore_eos`, usage in the last chunk. Our completions path is the
-chat pipeline with a raw-text parser in place of the Mistral output parser (no template, no tool or
-reasoning parsing), so its API CPU per token should be at most chat's.
+`ours /v1/messages` is the same server process loaded through `POST /v1/messages` (`stream:
+true`, typed `event:` + `data:` frames, `ignore_eos` through `extra_body`, tokens from each
+stream's `message_delta` usage). At every concurrency the two APIs are measured alternately on
+the one process (ABBA), so drift and other load on the machine hit both alike.
 
-| concurrency | ours tok/s | vLLM tok/s | ours API CPU µs/token | ours chat (above) | vLLM | ours completions / ours chat | ours / vLLM |
-|---|---|---|---|---|---|---|---|
-{lines}
+| concurrency | chat API CPU µs/token | messages API CPU µs/token | messages / chat | chat tok/s | messages tok/s |
+|---|---|---|---|---|---|
+{rows}
+"""
+
+
+def completions_section(results: dict[str, list[Result]]) -> str:
+    """Text completions (``/v1/completions``) against chat on each server, when measured."""
+    ours, completions = results.get(OURS) or [], results.get(COMPLETIONS) or []
+    if not completions:
+        return ""
+    theirs, their_completions = results.get(VLLM) or [], results.get(VLLM_COMPLETIONS) or []
+    lines = []
+    for i, (c, t) in enumerate(zip(ours, completions)):
+        line = (f"| {c.concurrency} | {_f(c.api_us_per_token, '.0f')} | {_f(t.api_us_per_token, '.0f')} | "
+                f"{_ratio(t.api_us_per_token, c.api_us_per_token)} | {c.tok_s:.0f} | {t.tok_s:.0f} |")
+        if i < len(their_completions):
+            v = their_completions[i]
+            line += (f" {_f(v.api_us_per_token, '.0f')} | {v.tok_s:.0f} | "
+                     f"{_ratio(t.api_us_per_token, v.api_us_per_token)} |")
+        else:
+            line += " - | - | - |"
+        lines.append(line)
+    rows = "\n".join(lines)
+    return f"""
+## Text completions (`/v1/completions`) on the same servers
+
+`ours /v1/completions` and `vLLM api_server /v1/completions` are the same server processes loaded
+through `POST /v1/completions` (`stream: true`, a raw prompt of about the chat request's length,
+`{COMPLETION_PROMPT!r}`, usage in the last chunk), measured alternately with the other APIs on
+each process (ABBA). Our text-completion path is the chat pipeline with a raw-text parser (no
+template, no tool or reasoning parsing) and one tokenizer call instead of the chat renderer.
+
+| concurrency | ours chat API CPU µs/token | ours completions API CPU µs/token | completions / chat | chat tok/s | completions tok/s | vLLM completions API CPU µs/token | vLLM completions tok/s | ours / vLLM completions CPU |
+|---|---|---|---|---|---|---|---|---|
+{rows}
 """
 
 
@@ -887,25 +977,29 @@ def main() -> None:
     run.add_argument("--api-key")
     run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
     run.add_argument("--api", choices=APIS, default="chat",
-                     help="the load: chat completions or text completions (/v1/completions)")
+                     help="chat: /chat/completions (default); messages: Anthropic's /messages; "
+                          "completions: /completions (text)")
     cmp = sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")
     cmp.add_argument("--mode", choices=["sequential", "alternate"], default="sequential",
                      help="one server at a time (default), or both up and measured alternately")
-    cmp.add_argument("--rounds", type=int, default=2, help="alternations per point (alternate mode)")
+    cmp.add_argument("--rounds", type=int, default=2,
+                     help="alternations per point (our two APIs; both servers in alternate mode)")
     cmp.add_argument("--max-num-seqs", type=int, default=256,
                      help="engine batch size for both servers and the ceiling (0: vLLM's default)")
-    cmp.add_argument("--apis", nargs="+", choices=APIS, default=list(APIS),
-                     help="loads measured on each server (chat first: the report needs it)")
     cmp.add_argument("--report-only", action="store_true",
                      help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
-    for p in (run, cmp):
+    both = sub.add_parser("apis", help="our server: chat vs /v1/messages vs /v1/completions, "
+                                       "alternately")
+    both.add_argument("--rounds", type=int, default=2, help="alternations per point")
+    both.add_argument("--max-num-seqs", type=int, default=256)
+    for p in (run, cmp, both):
         p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
         p.add_argument("--duration", type=float, default=20, help="measured seconds per point")
         p.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.command == "compare":
+    if args.command in ("compare", "apis"):
         args.max_num_seqs = args.max_num_seqs or None
-        compare(args)
+        (compare if args.command == "compare" else apis)(args)
         return
     print(HEADER)
     previous = None
@@ -913,8 +1007,7 @@ def main() -> None:
         for c in args.concurrency:
             previous = client.measure(args.base_url, args.model, c, args.duration, args.max_tokens,
                                       args.api_key, args.pid,
-                                      ramp_for(c, args.max_tokens, previous, args.duration),
-                                      api=args.api)
+                                      ramp_for(c, args.max_tokens, previous, args.duration), args.api)
             print(row(args.base_url, previous), flush=True)
             if previous.errors:
                 print(f"  {previous.errors} errors", file=sys.stderr)

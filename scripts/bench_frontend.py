@@ -1,7 +1,7 @@
 """Frontend capacity: the real app over an engine that produces tokens at no cost.
 
     .venv/bin/python scripts/bench_frontend.py [--concurrency 1 16 64 256] [--duration 15] \
-        [--profile] [--write-docs] [--api chat|completions]
+        [--profile] [--write-docs] [--api chat|messages|completions]
 
 The server process is the real app (``create_app``, ``ServerState``, the real tokenizer and
 parser of the tiny v3 SentencePiece model) under uvicorn exactly as ``python -m server`` runs it
@@ -366,7 +366,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per point")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--api", choices=APIS, default="chat",
-                        help="the load: chat completions or text completions (/v1/completions)")
+                        help="the load: chat completions, /v1/messages or text completions")
     parser.add_argument("--http-stack", choices=sorted(HTTP_STACKS), default="uvloop-httptools",
                         help="uvicorn's loop and HTTP parser for the server process")
     parser.add_argument("--profile", action="store_true", help="py-spy (or cProfile) at one concurrency")

@@ -25,7 +25,7 @@ from server.errors import (
 )
 from server.logs import request_id_var
 from server.protocol import validation_error
-from server.routes import chat, completions, health, models, responses, tokens
+from server.routes import chat, completions, health, messages, models, responses, tokens
 from server.state import EngineFactory, ServerState
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(messages.router)
     app.include_router(completions.router)
     app.include_router(tokens.router)
 

@@ -15,14 +15,17 @@
 
 Code raises these; ``error_body`` turns one into the OpenAI envelope
 ``{"error": {"message", "type", "param", "code"}}`` for JSON responses and for the SSE error
-event alike. Anything else that escapes is logged and answered as a generic 500 with no
-Python internals in the message.
+event alike; paths of another API get that API's envelope (``ENVELOPES``: Anthropic's
+``{"type": "error", "error": {"type", "message"}}`` under ``/v1/messages``). Anything else that
+escapes is logged and answered as a generic 500 with no Python internals in the message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+from server.logs import request_id_var
 
 
 class APIError(Exception):
@@ -111,9 +114,30 @@ def error_body(err: APIError) -> dict[str, Any]:
     return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
 
 
+# Anthropic's error types by status (docs: "HTTP errors"); other 4xx are invalid_request_error,
+# other 5xx api_error. Our 503s (loading, draining) are its overloaded_error.
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   429: "rate_limit_error", 500: "api_error", 503: "overloaded_error",
+                   504: "timeout_error"}
+
+
+def anthropic_error_body(err: APIError) -> dict[str, Any]:
+    """Anthropic's envelope for ``err``: the field a 400 is about leads its message, as
+    Anthropic writes it (``messages.1.content.0.source: …``)."""
+    kind = ANTHROPIC_TYPES.get(err.status) or ("api_error" if err.status >= 500
+                                               else "invalid_request_error")
+    message = f"{err.param}: {err.message}" if err.param else err.message
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
 Envelope = Callable[[APIError], dict[str, Any]]
 # Path prefix → the envelope of the API served there; everything else speaks OpenAI's.
-ENVELOPES: tuple[tuple[str, Envelope], ...] = ()
+ENVELOPES: tuple[tuple[str, Envelope], ...] = (("/v1/messages", anthropic_error_body),)
 
 
 def envelope_for(path: str) -> Envelope:

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
+from server.anthropic import schemas as anthropic
+from server.anthropic.protocol import MessagesRequest
 from server.completions.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
 from server.openapi_schemas import INT, SCHEMAS, STR, Schema, enum, nullable, ref
 from server.protocol import ChatCompletionRequest
@@ -28,7 +30,8 @@ except PackageNotFoundError:  # running from a checkout that is not installed
 
 # the request models under OpenAI's names; their parts keep their class names
 PUBLIC_NAMES = {"ChatCompletionRequest": "CreateChatCompletionRequest",
-                "ResponsesRequest": "CreateResponse", "CompletionRequest": "CreateCompletionRequest"}
+                "ResponsesRequest": "CreateResponse", "MessagesRequest": "CreateMessageRequest",
+                "CompletionRequest": "CreateCompletionRequest"}
 
 
 class _Published(GenerateJsonSchema):
@@ -46,11 +49,12 @@ def request_schemas() -> dict[str, Schema]:
     """The request models and their parts, one definition per name (pydantic qualifies names
     that two different models share)."""
     _, top = models_json_schema(
-        [(model, "validation") for model in (ChatCompletionRequest, ResponsesRequest,
+        [(model, "validation") for model in (ChatCompletionRequest, ResponsesRequest, MessagesRequest,
                                              CompletionRequest, TokenizeRequest, DetokenizeRequest)],
         ref_template="#/components/schemas/{model}", schema_generator=_Published)
     defs: dict[str, Schema] = top["$defs"]
     _refine_create_response(defs["CreateResponse"])
+    anthropic.refine_request(defs["CreateMessageRequest"])
     for name in ("CreateCompletionRequest", "TokenizeRequest", "DetokenizeRequest"):
         _nulls_allowed(defs[name])
     defs["TokenizeRequest"]["properties"]["messages"]["description"] = (
@@ -89,6 +93,10 @@ def _nulls_allowed(schema: Schema) -> None:
 
 def components() -> dict[str, Schema]:
     schemas = dict(SCHEMAS)
+    for name, schema in anthropic.SCHEMAS.items():
+        if name in schemas:
+            raise RuntimeError(f"two OpenAPI schemas are named {name!r}: rename one")
+        schemas[name] = schema
     for name, schema in request_schemas().items():
         if name in schemas:
             raise RuntimeError(f"two OpenAPI schemas are named {name!r}: rename one")
@@ -117,17 +125,28 @@ ERRORS: dict[int, tuple[str, Schema]] = {
 }
 GENERATING = (400, 401, 404, 413, 429, 500, 503, 504)
 SECURED = [{"bearerAuth": []}]
+# /v1/messages answers in Anthropic's envelope, with its error types
+_ANTHROPIC = {400: "invalid_request_error; the message starts with the field's path",
+              401: "authentication_error", 404: "not_found_error (no such model)",
+              413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+              503: "overloaded_error: loading or draining", 504: "timeout_error"}
+ANTHROPIC_ERRORS: dict[int, tuple[str, Schema]] = {
+    code: ("Anthropic" + ERRORS[code][0], _json("AnthropicErrorResponse", text, **(
+        _RETRY if code in (429, 503) else {}))) for code, text in _ANTHROPIC.items()}
+ANTHROPIC_SECURED = [{"bearerAuth": []}, {"apiKeyAuth": []}]
 
 
 def _op(op_id: str, summary: str, tag: str, ok: Schema, errors: tuple[int, ...] = (), *,
-        body: str | None = None, secured: bool = True, **extra: Any) -> Schema:
+        body: str | None = None, secured: bool = True, anthropic: bool = False,
+        **extra: Any) -> Schema:
+    table = ANTHROPIC_ERRORS if anthropic else ERRORS
     op: Schema = {"operationId": op_id, "summary": summary, "tags": [tag], **extra,
                   "responses": {"200": ok, **{str(code): {"$ref": f"#/components/responses/"
-                                                          f"{ERRORS[code][0]}"} for code in errors}}}
+                                                          f"{table[code][0]}"} for code in errors}}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
     if secured:
-        op["security"] = SECURED
+        op["security"] = ANTHROPIC_SECURED if anthropic else SECURED
     return op
 
 
@@ -198,6 +217,20 @@ def paths() -> Schema:
             "listInputItems", "List a stored response's input items", "Responses",
             _json("ResponseItemList", "A page of input items."), (400, 401, 404, 503),
             parameters=items_query)},
+        "/v1/messages": {"post": _op(
+            "createMessage", "Create a message (Anthropic's Messages API)", "Messages",
+            _streamed("Message", "MessageStreamEvent",
+                      "The message; with `stream: true`, typed events."),
+            GENERATING, body="CreateMessageRequest", anthropic=True,
+            description="For Anthropic's SDKs and Claude Code. Unknown fields, `cache_control` "
+                        "and `anthropic-beta` headers are ignored; server tools, `mcp_servers` "
+                        "and PDF documents are a 400. `thinking` turns a reasoning model's "
+                        "thinking on or off. Errors use Anthropic's envelope.")},
+        "/v1/messages/count_tokens": {"post": _op(
+            "countMessageTokens", "Count the tokens of a message request", "Messages",
+            _json("MessageTokensCount", "The prompt's tokens, as `usage.input_tokens` counts them."),
+            (400, 401, 404, 413, 429, 503), body="CreateMessageRequest", anthropic=True,
+            description="The same body as `/v1/messages` (`max_tokens` may be left out).")},
         "/v1/models": {"get": _op("listModels", "List models", "Models",
                                   _json("ListModelsResponse", "The served model and its aliases."),
                                   (401,))},
@@ -225,20 +258,23 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION, "description": (
-            "OpenAI-compatible chat completions, text completions and Responses API for Mistral "
-            "models on vLLM, with vLLM's `/tokenize` and `/detokenize`. "
-            "Errors use OpenAI's envelope (`ErrorResponse`). Every response carries "
-            "`X-Request-Id` (the request's own, when it sends one).")},
-        "tags": [{"name": t} for t in ("Chat", "Completions", "Responses", "Tokens", "Models",
-                                       "Operations")],
+            "OpenAI-compatible chat completions, text completions and Responses API, vLLM's "
+            "`/tokenize` and `/detokenize`, and Anthropic's Messages API, for Mistral models on "
+            "vLLM. Errors use OpenAI's envelope (`ErrorResponse`), on `/v1/messages` Anthropic's "
+            "(`AnthropicErrorResponse`). Every response carries `X-Request-Id` (the request's "
+            "own, when it sends one).")},
+        "tags": [{"name": t} for t in ("Chat", "Completions", "Responses", "Messages", "Tokens",
+                                       "Models", "Operations")],
         "paths": paths(),
         "components": {
             "schemas": components(),
-            "responses": dict(ERRORS.values()),
+            "responses": {**dict(ERRORS.values()), **dict(ANTHROPIC_ERRORS.values())},
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer", "description": (
                     "One of the server's API keys (`api_keys`, `api_key_file`); `x-api-key: "
                     "<key>` is accepted too. One credential per request (two are a 400). Checked "
-                    "only when the server has keys; without keys every route is open.")}},
+                    "only when the server has keys; without keys every route is open.")},
+                "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                               "description": "The same key, as Anthropic's clients send it."}},
         },
     }

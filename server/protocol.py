@@ -270,6 +270,7 @@ class ChatCompletionRequest(_Lenient):
     model_config = ConfigDict(extra="allow")
     _mistral_output: bool = PrivateAttr(False)
     _whole_tool_calls: bool = PrivateAttr(False)
+    _fit_max_tokens: bool = PrivateAttr(False)
 
     @field_validator("tool_choice", mode="after")
     @classmethod
@@ -289,6 +290,12 @@ class ChatCompletionRequest(_Lenient):
     def mistral_output(self) -> bool:
         """Answer in Mistral's API shape (thinking chunks, whole tool calls): Mistral's SDK."""
         return self._mistral_output
+
+    @property
+    def fit_max_tokens(self) -> bool:
+        """A ``max_tokens`` beyond the context left is cut to fit instead of a 400 (Anthropic's
+        Messages API: the answer then stops with ``model_context_window_exceeded``)."""
+        return self._fit_max_tokens
 
     @property
     def whole_tool_calls(self) -> bool:

@@ -105,6 +105,11 @@ class Settings(BaseModel):
     responses_max_chain_bytes: int = Field(64 * 1024**2, ge=1024, description="Bytes a "
                                            "previous_response_id chain may load; more is a 400")
 
+    # --- Anthropic Messages API -----------------------------------------------------
+    accept_claude_models: bool = Field(
+        False, description="/v1/messages answers any 'claude-*' model name with the served model "
+        "(Claude Code's built-in names); off: only the served id and aliases")
+
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)

@@ -16,6 +16,7 @@ from typing import Literal
 
 from server import metrics
 from server.admission import Admission
+from server.anthropic.service import MessagesService
 from server.budgets import Budgets
 from server.chat import schemas
 from server.chat.images import ImageLimits
@@ -43,6 +44,7 @@ class ServerState:
     engine: EngineClient | None = None
     service: ChatService | None = None
     responses: ResponsesService | None = None
+    messages: MessagesService | None = None
     completions: CompletionService | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -88,6 +90,8 @@ class ServerState:
             budgets=self.budgets,
         )
         self.responses = ResponsesService(self.service, self.store)
+        self.messages = MessagesService(self.service,
+                                        accept_claude_models=self.settings.accept_claude_models)
         self.completions = CompletionService(
             self.service, max_choices=self.settings.max_completion_choices)
         await self.service.warm_up()

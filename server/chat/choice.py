@@ -23,6 +23,7 @@ class Step:
     events: list[Event] = field(default_factory=list)
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the stop string that ended the output, if one did
 
 
 class ChoiceState:
@@ -64,6 +65,7 @@ class ChoiceState:
         if stopped:
             self.stopped_by_string = True
             step.finish_reason = self.finish_reason = "stop"
+            step.stop_sequence = self.stop.matched if self.stop is not None else None
         elif delta.finish_reason is not None:
             self._filter(self.parser.finish(), step)
             if self.stop is not None:

@@ -47,6 +47,8 @@ class SamplingRequest:
     extra_args: dict[str, Any] | None = None
     top_logprobs: int | None = None  # None = no logprobs in the response
     prompt_logprobs: int | None = None  # None = none (text completions' echo)
+    # a max_tokens beyond the context is cut to what fits instead of refused (Anthropic's API)
+    fit_max_tokens: bool = False
     # how the request names its fields, for the 400s
     max_tokens_param: str = "max_tokens"
     logprobs_param: str = "top_logprobs"
@@ -67,6 +69,7 @@ def chat_sampling(req: ChatCompletionRequest) -> SamplingRequest:
         stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
         stop_token_ids=tuple(req.stop_token_ids or ()), logit_bias=req.logit_bias,
         extra_args=req.vllm_xargs, top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        fit_max_tokens=req.fit_max_tokens,
         max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
 
 
@@ -89,6 +92,8 @@ def _max_tokens(req: SamplingRequest, prompt_len: int, max_model_len: int,
     requested = req.max_tokens
     if requested is None:
         return max(1, min(room, default) if default else room)
+    if req.fit_max_tokens and prompt_len + requested > max_model_len:
+        return room  # the output stops where the context ends (the renderer leaves room >= 1)
     if requested > max_model_len:
         raise InvalidRequest(
             f"'{param}' is {requested}, but this model's maximum context length is "

@@ -58,6 +58,7 @@ class StopMatcher:
         self.include = include
         self.state = 0
         self.held = ""
+        self.matched: str | None = None  # the stop string that ended the output
 
     def push(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
@@ -70,8 +71,10 @@ class StopMatcher:
                 state = fail[state]
             state = goto[state].get(ch, 0)
             if ends[state]:
+                start = offset + i - ends[state]
+                self.matched = buffer[start:offset + i]
                 self.state, self.held = 0, ""
-                return buffer[:offset + i - (0 if self.include else ends[state])], True
+                return buffer[:offset + i if self.include else start], True
         self.state = state
         keep = self.automaton.depth[state]
         out, self.held = buffer[:len(buffer) - keep], buffer[len(buffer) - keep:]

@@ -29,6 +29,7 @@ ROUTES = {
     ("POST", "/tokenize"), ("POST", "/detokenize"),
     ("GET", "/v1/responses/{response_id}"), ("DELETE", "/v1/responses/{response_id}"),
     ("GET", "/v1/responses/{response_id}/input_items"),
+    ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"),
     ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"),
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/status"), ("GET", "/metrics"),
 }
@@ -140,9 +141,12 @@ def test_document_is_openapi_31_with_every_route(tokenizer_dirs, published):
                 continue
             assert op["operationId"] and "200" in op["responses"]
             secured = path.startswith("/v1") or path in ("/metrics", "/tokenize", "/detokenize")
-            assert (op.get("security") == [{"bearerAuth": []}]) == secured, path
+            anthropic = path.startswith("/v1/messages")  # Anthropic's envelope; x-api-key too
+            schemes = [{"bearerAuth": []}, {"apiKeyAuth": []}] if anthropic else [{"bearerAuth": []}]
+            assert (op.get("security") == schemes) == secured, path
             if secured:
-                assert op["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}
+                unauthorized = "AnthropicUnauthorized" if anthropic else "Unauthorized"
+                assert op["responses"]["401"] == {"$ref": f"#/components/responses/{unauthorized}"}
     assert published["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert document() is document()  # built once
 
@@ -296,3 +300,49 @@ def test_docs_work_while_the_model_loads(tokenizer_dirs):
     assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.1")
     assert docs.status_code == 200
     assert chat.status_code == 503
+
+
+MESSAGES_REQUEST = {
+    "model": MODEL, "max_tokens": 2048, "system": [{"type": "text", "text": "Be brief."}],
+    "tools": [{"name": "get_current_weather", "input_schema": WEATHER["parameters"]}],
+    "tool_choice": {"type": "auto"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "stop_sequences": ["END"], "temperature": 0.5, "metadata": {"user_id": "u"},
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Look it up.", "signature": "x"},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_current_weather",
+             "input": {"location": "Paris"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "22 degrees"},
+            {"type": "text", "text": "And now?"}]}],
+}
+
+
+def test_messages_requests_responses_and_events_match_the_document(tokenizer_dirs, published):
+    s = Script(tokenizer_dirs, "v13-tekken")
+    tokens = s.ids("[THINK]", "Need the weather.", "[/THINK]", "Checking.", "[TOOL_CALLS]",
+                   "get_current_weather", "[ARGS]", ARGS)
+    assert_valid(published, "CreateMessageRequest", MESSAGES_REQUEST, closed=False)
+    request = _validator(published, "CreateMessageRequest")
+    assert not request.is_valid({"model": MODEL, "max_tokens": 8, "messages": []})
+    assert not request.is_valid({**MESSAGES_REQUEST, "temperature": 2})
+    assert not request.is_valid({**MESSAGES_REQUEST, "messages": [{"role": "user", "content": [
+        {"type": "video"}]}]})
+    with serve(s.dir, lambda p, sp, i: tokens) as (client, _):
+        made = client.post("/v1/messages", json=MESSAGES_REQUEST)
+        count = client.post("/v1/messages/count_tokens", json=MESSAGES_REQUEST)
+        stream = client.post("/v1/messages", json={**MESSAGES_REQUEST, "stream": True})
+        bad = client.post("/v1/messages", json={"model": MODEL, "messages": []})
+    assert made.status_code == 200, made.text
+    assert_valid(published, "Message", made.json())
+    assert [b["type"] for b in made.json()["content"]] == ["thinking", "text", "tool_use"]
+    assert_valid(published, "MessageTokensCount", count.json())
+    assert bad.status_code == 400
+    assert_valid(published, "AnthropicErrorResponse", bad.json())
+    kinds = set()
+    for frame in stream.text.strip().split("\n\n"):
+        event = json.loads(frame.split("\ndata: ", 1)[1])
+        assert_valid(published, "MessageStreamEvent", event)
+        kinds.add(event["type"])
+    assert {"message_start", "ping", "content_block_delta", "message_delta", "message_stop"} <= kinds

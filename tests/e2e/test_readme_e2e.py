@@ -14,8 +14,19 @@ from tests.spec import assert_valid
 pytestmark = pytest.mark.e2e
 
 README = (ROOT / "README.md").read_text()
-BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'", README, re.S)
-          if '"messages"' in m.group(1)]  # chat bodies; the Responses section is run whole below
+
+
+def _section(title: str) -> str:
+    return README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+MESSAGES_SECTION = "Anthropic Messages API and Claude Code"
+COMPLETIONS_SECTION = "Text completions and the tokenizer"
+CHAT_README = README
+for _title in (MESSAGES_SECTION, COMPLETIONS_SECTION):  # these sections run whole below
+    CHAT_README = CHAT_README.replace(_section(_title), "")
+BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'", CHAT_README, re.S)
+          if '"messages"' in m.group(1)]  # chat bodies; the Responses section runs whole below too
 
 
 def test_readme_has_examples():
@@ -42,10 +53,6 @@ def test_readme_request_works(tiny_server, index):
     rf = body.get("response_format") or {}
     if (rf.get("type") == "json_schema" or "json" in so) and choice["finish_reason"] == "stop":
         json.loads(content)
-
-
-def _section(title: str) -> str:
-    return README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_image_examples_work(v11_vision_server, tmp_path):
@@ -115,6 +122,41 @@ def test_readme_responses_examples_work(tiny_server, tmp_path):
     assert "name=" in run.stdout.splitlines()[-1]  # the parsed City was printed
 
 
+def test_readme_messages_examples_work(tiny_server, tmp_path):
+    """The Messages API section's curl script and SDK snippet, run as written (its Claude Code
+    block runs in tests/e2e/test_messages_e2e.py)."""
+    import subprocess
+    import sys
+
+    from tests.anthropic_spec import assert_count, assert_message
+
+    section = _section(MESSAGES_SECTION)
+    model = httpx.get(tiny_server.url + "/v1/models").json()["data"][0]["id"]
+    shell = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    env = {**__import__("os").environ, "MISTRAL_BASE_URL": tiny_server.url + "/v1",
+           "MISTRAL_MODEL": model}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", shell.replace("curl -sS", "curl -sSf")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    decoder, text, objects = json.JSONDecoder(), out.stdout.strip(), []
+    while text:
+        obj, end = decoder.raw_decode(text)
+        objects.append(obj)
+        text = text[end:].strip()
+    message, count = objects
+    assert_message(message)
+    assert message["model"] == model
+    assert 0 < assert_count(count) < message["usage"]["input_tokens"]  # no system prompt
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = code.replace('"tiny-mistral"', json.dumps(model)).replace("http://localhost:8000", tiny_server.url)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("toolu_")  # the forced call's id, then its input
+    assert lines[-1] in ("end_turn", "max_tokens", "tool_use")
+
+
 def test_readme_completions_examples_work(tiny_server, tmp_path):
     """The text-completions section's curl script and SDK snippet, run as written."""
     import subprocess
@@ -122,7 +164,7 @@ def test_readme_completions_examples_work(tiny_server, tmp_path):
 
     from tests.spec import assert_valid_completion
 
-    section = _section("Text completions and the tokenizer")
+    section = _section(COMPLETIONS_SECTION)
     model = httpx.get(tiny_server.url + "/v1/models").json()["data"][0]["id"]
     (shell,) = re.findall(r"```bash\n(.*?)```", section, re.S)
     env = {**__import__("os").environ, "MISTRAL_BASE_URL": tiny_server.url + "/v1",

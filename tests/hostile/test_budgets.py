@@ -227,3 +227,21 @@ def test_big_bodies_are_parsed_validated_and_rendered_off_the_event_loop(tokeniz
         seen.clear()
         assert chat(client).status_code == 200  # a small request stays on the loop
         assert seen == {"check_depth": loop, "_prepare_with": loop}
+
+
+# -- the same budgets through Anthropic's Messages API, in its envelope -----------------------
+@pytest.mark.parametrize("body, says", [
+    ({"messages": [{"role": "user", "content": "hi"}], "metadata": {"x": nested(40)}},
+     "max_json_depth"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["a", "b", "c", "d"]},
+     "max_stop_strings"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "f", "input_schema": BIG}]}, "max_schema_bytes"),
+])
+def test_messages_api_budgets_in_anthropics_envelope(app, body, says):
+    r = app.post("/v1/messages", json={"model": MODEL, "max_tokens": 8, **body})
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    assert says in err["error"]["message"]
+    assert app.fake.requests == []

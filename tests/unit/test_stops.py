@@ -46,8 +46,11 @@ def test_same_cut_as_the_reference_whatever_the_chunking(seed):
                        for _ in range(rng.randint(1, 4))})
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text), rng.randint(0, 6))))
-        assert feed(StopMatcher(StopStrings(stops)), text, cuts) == reference(text, stops), (
-            stops, text, cuts)
+        matcher = StopMatcher(StopStrings(stops))
+        out, hit = feed(matcher, text, cuts)
+        assert (out, hit) == reference(text, stops), (stops, text, cuts)
+        assert matcher.matched is None if not hit else text[len(out):].startswith(matcher.matched)
+        assert not hit or matcher.matched in stops
         # vLLM's include_stop_str_in_output (text completions): the stop string is kept
         assert feed(StopMatcher(StopStrings(stops), include=True), text, cuts) == reference(
             text, stops, include=True), (stops, text, cuts)
@@ -58,6 +61,7 @@ def test_held_text_is_only_what_may_start_a_stop_string():
     assert matcher.push("answer </e") == ("answer ", False)
     assert matcher.push("x and") == ("</ex and", False)
     assert matcher.push(" </end> more") == (" ", True)
+    assert matcher.matched == "</end>"
 
 
 def test_one_automaton_serves_every_choice():
