@@ -164,15 +164,16 @@ class Detokenizer:
     """Ordinary token ids -> text, equal to ``tokenizer.decode`` of the same ids.
 
     SentencePiece drops the ``▁`` of the *first* normal piece of the output (byte-fallback and
-    control pieces do not count). Tekken needs no such rule.
+    control pieces do not count). Tekken needs no such rule. ``continuation=True``: the ids
+    continue a text (a raw completion of a prompt), so no leading space is dropped.
     """
 
     __slots__ = ("_vocab", "_dec", "_first")
 
-    def __init__(self, vocab: Vocab) -> None:
+    def __init__(self, vocab: Vocab, *, continuation: bool = False) -> None:
         self._vocab = vocab
         self._dec = TextDecoder()
-        self._first = vocab.is_spm
+        self._first = vocab.is_spm and not continuation
 
     def push(self, token_id: int) -> str:
         """Text completed by this (ordinary) token; may be empty while a character is split."""

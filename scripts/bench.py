@@ -15,16 +15,21 @@
     # the same load through Anthropic's Messages API (POST /v1/messages, typed SSE events)
     .venv/bin/python scripts/bench.py run --api messages --base-url http://127.0.0.1:8000/v1 ...
 
-    # our server alone, chat and /v1/messages measured alternately: their API CPU per token
+    # the same load as text completions (POST /v1/completions, a raw prompt)
+    .venv/bin/python scripts/bench.py run --api completions --base-url http://127.0.0.1:8000/v1 ...
+
+    # our server alone, chat, /v1/messages and /v1/completions measured alternately: their API
+    # CPU per token
     .venv/bin/python scripts/bench.py apis
 
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
 (``ignore_eos``, fixed ``max_tokens``, usage in the last chunk), reads it to the end, and sends
-the next one. ``compare`` loads our server through ``/v1/chat/completions`` and through
-``/v1/messages`` (Anthropic's API over the same pipeline), alternating the two at every point, so
-the two APIs' CPU per token can be compared on one process.
+the next one. ``compare`` loads our server through ``/v1/chat/completions``, ``/v1/messages``
+(Anthropic's API over the same pipeline) and ``/v1/completions`` (a raw text prompt of about the
+same length), alternating them at every point, so the APIs' CPU per token can be compared on one
+process; vLLM's server through chat and ``/v1/completions`` the same way.
 
 Every point is measured in steady state: workers start spread over about one stream's duration,
 a warm-up lasts until every worker has finished one stream, then a window of ``--duration``
@@ -54,6 +59,8 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Explain Mistral models in three short bullet points."
+# the text-completion load: about as many prompt tokens as the chat request renders to
+COMPLETION_PROMPT = "Question: explain Mistral models in three short bullet points.\nAnswer:"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = ROOT / ".cache" / "bench-compare.json"
 
@@ -399,13 +406,14 @@ class Connection:
             now = time.perf_counter()
 
 
-APIS = ("chat", "messages")
+APIS = ("chat", "messages", "completions")
 
 
 def http_streams(base: str, model: str, max_tokens: int, api_key: str | None,
                  api: str = "chat") -> Callable[[], OneStream]:
-    """``api``: ``chat`` (``/chat/completions``, usage in the last chunk) or ``messages``
-    (``/messages``, typed events, usage in ``message_delta``); both with ``ignore_eos`` (through
+    """``api``: ``chat`` (``/chat/completions``, usage in the last chunk), ``messages``
+    (``/messages``, typed events, usage in ``message_delta``) or ``completions``
+    (``/completions``, a raw prompt, usage in the last chunk); all with ``ignore_eos`` (through
     the Anthropic SDK's ``extra_body`` for ``/messages``)."""
     url = urlparse(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
@@ -415,6 +423,12 @@ def http_streams(base: str, model: str, max_tokens: int, api_key: str | None,
         body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
                            "ignore_eos": True, "temperature": 1.0, "stream": True}).encode()
         auth = f"x-api-key: {api_key}\r\nanthropic-version: 2023-06-01\r\n" if api_key else ""
+    elif api == "completions":
+        path = "completions"
+        body = json.dumps({"model": model, "prompt": COMPLETION_PROMPT, "max_tokens": max_tokens,
+                           "ignore_eos": True, "temperature": 1.0, "stream": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     else:
         path = "chat/completions"
         body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens,
@@ -508,6 +522,7 @@ def row(label: str, r: Result) -> str:
 
 # -- compare mode -----------------------------------------------------------------------------------
 OURS, MESSAGES, VLLM, CEILING = "ours", "ours /v1/messages", "vLLM api_server", "engine (in-process)"
+COMPLETIONS, VLLM_COMPLETIONS = "ours /v1/completions", "vLLM api_server /v1/completions"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -626,7 +641,8 @@ def merge(parts: list[Result]) -> Result:
 
 SERVERS = {OURS: ("ours", 18001), VLLM: ("vllm", 18002)}
 # what is measured: label → (server, API); our server answers both APIs from one process
-TARGETS = {OURS: (OURS, "chat"), MESSAGES: (OURS, "messages"), VLLM: (VLLM, "chat")}
+TARGETS = {OURS: (OURS, "chat"), MESSAGES: (OURS, "messages"), COMPLETIONS: (OURS, "completions"),
+           VLLM: (VLLM, "chat"), VLLM_COMPLETIONS: (VLLM, "completions")}
 
 
 def measure_target(client: LoadClient, label: str, proc: subprocess.Popen, c: int, duration: float,
@@ -662,8 +678,8 @@ def _warm(client: LoadClient, server: str, max_tokens: int) -> None:
 
 
 def compare_sequential(args: argparse.Namespace, model_dir: Path, client: LoadClient) -> dict[str, list[Result]]:
-    """One server on the machine at a time: ours at every concurrency (chat and messages
-    alternately), then vLLM's."""
+    """One server on the machine at a time: ours at every concurrency (chat, messages and text
+    completions alternately), then vLLM's (chat and text completions alternately)."""
     results: dict[str, list[Result]] = {label: [] for label in TARGETS}
     for server, (kind, port) in SERVERS.items():
         proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
@@ -696,14 +712,14 @@ def compare_alternate(args: argparse.Namespace, model_dir: Path, client: LoadCli
 
 
 def apis(args: argparse.Namespace) -> None:
-    """Our server only: chat and /v1/messages alternately at every concurrency (what compare
-    measures of ours), printed as rows and as the messages-vs-chat table."""
+    """Our server only: chat, /v1/messages and /v1/completions alternately at every concurrency
+    (what compare measures of ours), printed as rows and as the tables against chat."""
     sys.path.insert(0, str(ROOT))
     from server.tinymodel import FORMAT, build_tiny_model
 
     model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
     kind, port = SERVERS[OURS]
-    results: dict[str, list[Result]] = {OURS: [], MESSAGES: []}
+    results: dict[str, list[Result]] = {OURS: [], MESSAGES: [], COMPLETIONS: []}
     print(HEADER, flush=True)
     with LoadClient() as client:
         proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}.log", args.max_num_seqs)
@@ -711,10 +727,12 @@ def apis(args: argparse.Namespace) -> None:
             wait_ready(f"http://127.0.0.1:{port}", proc)
             _warm(client, OURS, args.max_tokens)
             for c in args.concurrency:
-                measure_point(client, [OURS, MESSAGES], {OURS: proc}, c, args, results, args.rounds)
+                measure_point(client, [OURS, MESSAGES, COMPLETIONS], {OURS: proc}, c, args, results,
+                              args.rounds)
         finally:
             stop(proc)
     print(messages_section(results[OURS], results[MESSAGES]))
+    print(completions_section(results))
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -755,7 +773,8 @@ def plot(rows: dict[str, list[Result]], path: Path) -> None:
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
     styles = {OURS: ("C0", "o", "-"), MESSAGES: ("C3", "D", ":"), VLLM: ("C1", "s", "-"),
-              CEILING: ("C2", "^", "--")}
+              CEILING: ("C2", "^", "--"), COMPLETIONS: ("C0", "v", "-."),
+              VLLM_COMPLETIONS: ("C1", "v", "-.")}
     for label, results in rows.items():
         color, marker, line = styles.get(label, (None, "o", "-"))
         xs = [r.concurrency for r in results]
@@ -877,6 +896,7 @@ Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --dur
 """
     if messages:
         text += messages_section(ours, messages)
+    text += completions_section(results)
     (docs / "benchmarks.md").write_text(text)
     print(f"wrote {docs / 'benchmarks.md'}")
 
@@ -897,6 +917,39 @@ the one process (ABBA), so drift and other load on the machine hit both alike.
 
 | concurrency | chat API CPU µs/token | messages API CPU µs/token | messages / chat | chat tok/s | messages tok/s |
 |---|---|---|---|---|---|
+{rows}
+"""
+
+
+def completions_section(results: dict[str, list[Result]]) -> str:
+    """Text completions (``/v1/completions``) against chat on each server, when measured."""
+    ours, completions = results.get(OURS) or [], results.get(COMPLETIONS) or []
+    if not completions:
+        return ""
+    theirs, their_completions = results.get(VLLM) or [], results.get(VLLM_COMPLETIONS) or []
+    lines = []
+    for i, (c, t) in enumerate(zip(ours, completions)):
+        line = (f"| {c.concurrency} | {_f(c.api_us_per_token, '.0f')} | {_f(t.api_us_per_token, '.0f')} | "
+                f"{_ratio(t.api_us_per_token, c.api_us_per_token)} | {c.tok_s:.0f} | {t.tok_s:.0f} |")
+        if i < len(their_completions):
+            v = their_completions[i]
+            line += (f" {_f(v.api_us_per_token, '.0f')} | {v.tok_s:.0f} | "
+                     f"{_ratio(t.api_us_per_token, v.api_us_per_token)} |")
+        else:
+            line += " - | - | - |"
+        lines.append(line)
+    rows = "\n".join(lines)
+    return f"""
+## Text completions (`/v1/completions`) on the same servers
+
+`ours /v1/completions` and `vLLM api_server /v1/completions` are the same server processes loaded
+through `POST /v1/completions` (`stream: true`, a raw prompt of about the chat request's length,
+`{COMPLETION_PROMPT!r}`, usage in the last chunk), measured alternately with the other APIs on
+each process (ABBA). Our text-completion path is the chat pipeline with a raw-text parser (no
+template, no tool or reasoning parsing) and one tokenizer call instead of the chat renderer.
+
+| concurrency | ours chat API CPU µs/token | ours completions API CPU µs/token | completions / chat | chat tok/s | completions tok/s | vLLM completions API CPU µs/token | vLLM completions tok/s | ours / vLLM completions CPU |
+|---|---|---|---|---|---|---|---|---|
 {rows}
 """
 
@@ -924,7 +977,8 @@ def main() -> None:
     run.add_argument("--api-key")
     run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
     run.add_argument("--api", choices=APIS, default="chat",
-                     help="chat: /chat/completions (default); messages: Anthropic's /messages")
+                     help="chat: /chat/completions (default); messages: Anthropic's /messages; "
+                          "completions: /completions (text)")
     cmp = sub.add_parser("compare", help="ours vs vLLM's server vs engine ceiling")
     cmp.add_argument("--mode", choices=["sequential", "alternate"], default="sequential",
                      help="one server at a time (default), or both up and measured alternately")
@@ -934,7 +988,8 @@ def main() -> None:
                      help="engine batch size for both servers and the ceiling (0: vLLM's default)")
     cmp.add_argument("--report-only", action="store_true",
                      help=f"rewrite docs/benchmarks.md and .png from {RESULTS.relative_to(ROOT)}")
-    both = sub.add_parser("apis", help="our server: chat vs /v1/messages, alternately")
+    both = sub.add_parser("apis", help="our server: chat vs /v1/messages vs /v1/completions, "
+                                       "alternately")
     both.add_argument("--rounds", type=int, default=2, help="alternations per point")
     both.add_argument("--max-num-seqs", type=int, default=256)
     for p in (run, cmp, both):

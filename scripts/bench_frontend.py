@@ -1,7 +1,7 @@
 """Frontend capacity: the real app over an engine that produces tokens at no cost.
 
     .venv/bin/python scripts/bench_frontend.py [--concurrency 1 16 64 256] [--duration 15] \
-        [--profile] [--write-docs]
+        [--profile] [--write-docs] [--api chat|messages|completions]
 
 The server process is the real app (``create_app``, ``ServerState``, the real tokenizer and
 parser of the tiny v3 SentencePiece model) under uvicorn exactly as ``python -m server`` runs it
@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
-    ROOT, LoadClient, Result, _f, http_point, pct, ramp_for, stop, wait_ready,
+    APIS, ROOT, LoadClient, Result, _f, http_point, pct, ramp_for, stop, wait_ready,
 )
 
 PORT = 18011
@@ -365,6 +365,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per point")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--api", choices=APIS, default="chat",
+                        help="the load: chat completions, /v1/messages or text completions")
     parser.add_argument("--http-stack", choices=sorted(HTTP_STACKS), default="uvloop-httptools",
                         help="uvicorn's loop and HTTP parser for the server process")
     parser.add_argument("--profile", action="store_true", help="py-spy (or cProfile) at one concurrency")
@@ -407,11 +409,12 @@ def main() -> None:
         proc = start_server(tokenizer_dir, PORT, ROOT / ".cache" / "bench-frontend-server.log")
         try:
             wait_ready(f"http://127.0.0.1:{PORT}", proc, timeout=120)
-            client.measure(base, "tiny", 4, 3, args.max_tokens)  # warm-up
+            client.measure(base, "tiny", 4, 3, args.max_tokens, api=args.api)  # warm-up
             for c in args.concurrency:
                 previous = results[-1] if results else None
                 results.append(client.measure(base, "tiny", c, args.duration, args.max_tokens,
-                                              pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, 2)))
+                                              pid=proc.pid, ramp=ramp_for(c, args.max_tokens, previous, 2),
+                                              api=args.api))
                 print(fe_row(results[-1]), flush=True)
             if args.profile and not args.cprofile:
                 near = min(results, key=lambda r: abs(r.concurrency - args.profile_concurrency))

@@ -25,7 +25,7 @@ from server.errors import (
 )
 from server.logs import request_id_var
 from server.protocol import validation_error
-from server.routes import chat, health, messages, models, responses
+from server.routes import chat, completions, health, messages, models, responses, tokens
 from server.state import EngineFactory, ServerState
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class FrontDoor:
                     return
             await self.app(scope, receive, send_with_id)
         finally:
-            if path == "/v1/chat/completions":
+            if path in ("/v1/chat/completions", "/v1/completions"):
                 metrics.REQUESTS.labels(status=str(status)).inc()
             if path not in ("/health", "/ready", "/metrics"):
                 method = scope["method"]
@@ -149,6 +149,8 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(responses.router)
     app.include_router(messages.router)
+    app.include_router(completions.router)
+    app.include_router(tokens.router)
 
     app.add_middleware(FrontDoor, state=state)
 

@@ -14,10 +14,10 @@ ADMISSION_REJECTED = Counter(
     "mserve:admission_rejected", "Requests refused by admission control (429)", ["reason"])
 DISCONNECTS = Counter("mserve:client_disconnects", "Requests whose client went away mid-way")
 TIMEOUTS = Counter("mserve:request_timeouts", "Requests aborted by the per-request timeout")
-REQUESTS = Counter("mserve:requests", "Chat completion requests by outcome", ["status"])
+REQUESTS = Counter("mserve:requests", "Chat and text completion requests by outcome", ["status"])
 PARSE_FAILURES = Counter(
     "mserve:tool_call_parse_failures", "Tool calls whose arguments were not valid JSON at the end")
-INFLIGHT = Gauge("mserve:requests_inflight", "Chat completion requests admitted and not finished")
+INFLIGHT = Gauge("mserve:requests_inflight", "Generating requests admitted and not finished")
 PHASE = Gauge("mserve:startup_phase", "1 for the server's current lifecycle phase", ["phase"])
 
 

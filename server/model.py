@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.tokens.tokenizers.image import ImageConfig
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
@@ -59,6 +60,14 @@ class ModelInfo:
         return name is None or name == self.id or name in self.aliases
 
     @property
+    def fim(self) -> bool:
+        """Fill-in-the-middle (``suffix`` in text completions): as the preset says, else
+        whether the tokenizer has mistral-common's FIM encoding."""
+        if "fim" in self.capabilities:
+            return self.capabilities["fim"] and tokenizer_has_fim(self.tokenizer)
+        return tokenizer_has_fim(self.tokenizer)
+
+    @property
     def reasoning(self) -> bool:
         """A reasoning model: as its preset says, else when its parser splits reasoning out."""
         if "reasoning" in self.capabilities:
@@ -67,6 +76,17 @@ class ModelInfo:
 
 
 REASONING_PARSERS = ("mistral_v13", "magistral_text_think")
+
+
+@lru_cache(maxsize=8)
+def tokenizer_has_fim(tokenizer: MistralTokenizer) -> bool:
+    """mistral-common encodes FIM requests ([SUFFIX]…[PREFIX]…) for this tokenizer (v2 and
+    later; v1 refuses)."""
+    try:
+        tokenizer.encode_fim(FIMRequest(prompt="a", suffix="b"))
+    except Exception:  # noqa: BLE001 - any refusal means no FIM
+        return False
+    return True
 
 
 def checkpoint_context_length(model_dir: Path) -> int | None:

@@ -17,6 +17,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from server.anthropic import schemas as anthropic
 from server.anthropic.protocol import MessagesRequest
+from server.completions.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
 from server.openapi_schemas import INT, SCHEMAS, STR, Schema, enum, nullable, ref
 from server.protocol import ChatCompletionRequest
 from server.responses.protocol import ResponsesRequest
@@ -29,7 +30,8 @@ except PackageNotFoundError:  # running from a checkout that is not installed
 
 # the request models under OpenAI's names; their parts keep their class names
 PUBLIC_NAMES = {"ChatCompletionRequest": "CreateChatCompletionRequest",
-                "ResponsesRequest": "CreateResponse", "MessagesRequest": "CreateMessageRequest"}
+                "ResponsesRequest": "CreateResponse", "MessagesRequest": "CreateMessageRequest",
+                "CompletionRequest": "CreateCompletionRequest"}
 
 
 class _Published(GenerateJsonSchema):
@@ -47,12 +49,17 @@ def request_schemas() -> dict[str, Schema]:
     """The request models and their parts, one definition per name (pydantic qualifies names
     that two different models share)."""
     _, top = models_json_schema(
-        [(ChatCompletionRequest, "validation"), (ResponsesRequest, "validation"),
-         (MessagesRequest, "validation")],
+        [(model, "validation") for model in (ChatCompletionRequest, ResponsesRequest, MessagesRequest,
+                                             CompletionRequest, TokenizeRequest, DetokenizeRequest)],
         ref_template="#/components/schemas/{model}", schema_generator=_Published)
     defs: dict[str, Schema] = top["$defs"]
     _refine_create_response(defs["CreateResponse"])
     anthropic.refine_request(defs["CreateMessageRequest"])
+    for name in ("CreateCompletionRequest", "TokenizeRequest", "DetokenizeRequest"):
+        _nulls_allowed(defs[name])
+    defs["TokenizeRequest"]["properties"]["messages"]["description"] = (
+        "A chat, rendered exactly as `/v1/chat/completions` renders it (with `tools`, images and "
+        "the other chat fields that shape the prompt); send this or `prompt`.")
     return defs
 
 
@@ -67,9 +74,15 @@ def _refine_create_response(schema: Schema) -> None:
                       "description": "Function tools (the only kind this server runs)."}
     props["tool_choice"] = {"anyOf": [enum("none", "auto", "required"), ref("ToolChoiceFunction")],
                             "default": "auto"}
+    _nulls_allowed(schema)
+
+
+def _nulls_allowed(schema: Schema) -> None:
+    """Every optional field may be ``null`` (= not given), as SDKs send it."""
+    props = schema["properties"]
     meta = ("title", "default", "description")
     for name, prop in props.items():
-        if name in schema["required"] or {"type": "null"} in prop.get("anyOf", []):
+        if name in schema.get("required", ()) or {"type": "null"} in prop.get("anyOf", []):
             continue
         if "anyOf" in prop:
             prop["anyOf"].append({"type": "null"})
@@ -167,6 +180,25 @@ def paths() -> Schema:
             description="Unknown fields are ignored; fields this server knows but does not support "
                         "(`functions`, `audio`, `prediction`, …) are a 400 naming them. Mistral "
                         "API fields (`random_seed`, `safe_prompt`, `prompt_mode`) work too.")},
+        "/v1/completions": {"post": _op(
+            "createCompletion", "Create a text completion", "Completions",
+            _streamed("CreateCompletionResponse", "CreateCompletionResponse",
+                      "The completion; with `stream: true`, `data:` events of chunks."),
+            GENERATING, body="CreateCompletionRequest",
+            description="The prompt is raw text (BOS first, no chat template) or token ids; the "
+                        "text is what the model wrote (no tool or reasoning parsing). vLLM's "
+                        "sampling extras (`top_k`, `min_p`, `structured_outputs`, `stop_token_ids`, "
+                        "`skip_special_tokens`, `include_stop_str_in_output`…) work as in chat.")},
+        "/tokenize": {"post": _op(
+            "tokenize", "Tokenize a prompt or a chat", "Tokens",
+            _json("TokenizeResponse", "The prompt's token ids."), (400, 401, 404, 413, 503),
+            body="TokenizeRequest",
+            description="vLLM's shape. `count` of a `messages` request is the `usage.prompt_tokens` "
+                        "of the same chat request.")},
+        "/detokenize": {"post": _op(
+            "detokenize", "Token ids to text", "Tokens",
+            _json("DetokenizeResponse", "The text (control tokens skipped)."),
+            (400, 401, 404, 413, 503), body="DetokenizeRequest")},
         "/v1/responses": {"post": _op(
             "createResponse", "Create a model response", "Responses",
             _streamed("Response", "ResponseStreamEvent",
@@ -226,11 +258,13 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION, "description": (
-            "OpenAI-compatible chat completions and Responses API, and Anthropic's Messages API, "
-            "for Mistral models on vLLM. Errors use OpenAI's envelope (`ErrorResponse`), on "
-            "`/v1/messages` Anthropic's (`AnthropicErrorResponse`). Every response carries "
-            "`X-Request-Id` (the request's own, when it sends one).")},
-        "tags": [{"name": t} for t in ("Chat", "Responses", "Messages", "Models", "Operations")],
+            "OpenAI-compatible chat completions, text completions and Responses API, vLLM's "
+            "`/tokenize` and `/detokenize`, and Anthropic's Messages API, for Mistral models on "
+            "vLLM. Errors use OpenAI's envelope (`ErrorResponse`), on `/v1/messages` Anthropic's "
+            "(`AnthropicErrorResponse`). Every response carries `X-Request-Id` (the request's "
+            "own, when it sends one).")},
+        "tags": [{"name": t} for t in ("Chat", "Completions", "Responses", "Messages", "Tokens",
+                                       "Models", "Operations")],
         "paths": paths(),
         "components": {
             "schemas": components(),

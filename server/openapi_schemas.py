@@ -96,6 +96,32 @@ CHAT: dict[str, Schema] = {
                     "event before it."),
 }
 
+# -- text completions and tokens ------------------------------------------------------------
+COMPLETIONS: dict[str, Schema] = {
+    "CompletionLogprobs": obj(
+        {"tokens": array(STR), "token_logprobs": array(nullable(NUM)),
+         "top_logprobs": array(nullable({**OBJ, "additionalProperties": NUM})),
+         "text_offset": array(INT)},
+        description="OpenAI's legacy logprobs, one entry per token. With `echo`, the prompt's "
+                    "tokens come first; the first has no context (`null`)."),
+    "CompletionChoice": obj({"index": INT, "text": STR,
+                             "logprobs": nullable(ref("CompletionLogprobs")),
+                             "finish_reason": {**nullable(enum("stop", "length")), "description":
+                                               "null on stream chunks before the last one"}}),
+    "CreateCompletionResponse": obj(
+        {"id": STR, "object": enum("text_completion"), "created": INT, "model": STR,
+         "choices": array(ref("CompletionChoice"))},
+        {"usage": ref("CompletionUsage")},
+        description="A text completion, and the shape of every stream chunk too (`usage` only "
+                    "in the answer and in the last chunk of a stream with "
+                    "`stream_options.include_usage`, whose `choices` is empty). A stream ends "
+                    "with `data: [DONE]`; an error after the first chunk is an `ErrorResponse` "
+                    "event before it."),
+    "TokenizeResponse": obj({"count": INT, "max_model_len": INT, "tokens": array(INT)},
+                            {"token_strs": array(STR)}),
+    "DetokenizeResponse": obj({"prompt": STR}),
+}
+
 # -- responses ----------------------------------------------------------------------------
 STATUS = enum("in_progress", "completed", "incomplete")
 _TEXT_PART = obj({"type": enum("input_text", "output_text", "text"), "text": STR})
@@ -215,4 +241,4 @@ OTHER: dict[str, Schema] = {
                          "error": nullable(STR)}),
 }
 
-SCHEMAS: dict[str, Schema] = {**CHAT, **RESPONSES, **EVENTS, **OTHER}
+SCHEMAS: dict[str, Schema] = {**CHAT, **COMPLETIONS, **RESPONSES, **EVENTS, **OTHER}

@@ -118,6 +118,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body "
                                 "(images come base64-encoded in it)")
     max_n: int = Field(16, ge=1)
+    max_completion_choices: int = Field(
+        64, ge=1, description="Choices one /v1/completions request may ask for (prompts x n)")
 
     # --- input budgets (server/budgets.py): what one request may cost ------------------
     max_json_depth: int = Field(64, ge=8, le=512, description="Deepest nesting of any JSON a "

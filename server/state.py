@@ -21,6 +21,7 @@ from server.budgets import Budgets
 from server.chat import schemas
 from server.chat.images import ImageLimits
 from server.chat.service import ChatService
+from server.completions.service import CompletionService
 from server.responses.service import ResponsesService, StoredResponses
 from server.responses.store import ResponseStore, open_store
 from server.engine.base import EngineClient
@@ -44,6 +45,7 @@ class ServerState:
     service: ChatService | None = None
     responses: ResponsesService | None = None
     messages: MessagesService | None = None
+    completions: CompletionService | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
@@ -90,6 +92,8 @@ class ServerState:
         self.responses = ResponsesService(self.service, self.store)
         self.messages = MessagesService(self.service,
                                         accept_claude_models=self.settings.accept_claude_models)
+        self.completions = CompletionService(
+            self.service, max_choices=self.settings.max_completion_choices)
         await self.service.warm_up()
         if self.phase == "loading":
             self._set_phase("ready")

@@ -14,6 +14,7 @@ from referencing.jsonschema import DRAFT202012
 _HERE = Path(__file__).resolve().parent
 SCHEMA_FILE = _HERE / "data" / "openai-chat-schemas.json"
 RESPONSES_SCHEMA_FILE = _HERE / "data" / "openai-responses-schemas.json"
+COMPLETIONS_SCHEMA_FILE = _HERE / "data" / "openai-completions-schemas.json"
 
 
 @lru_cache(maxsize=None)
@@ -50,3 +51,29 @@ def assert_error(response: Any, status: int, param: str | None = "*", code: str 
     for leak in ("Traceback", "pydantic", "list index out of range", "errors.pydantic.dev"):
         assert leak not in err["message"], err["message"]
     return err
+
+
+def assert_valid_completion(payload: Any, *, chunk: bool = False) -> None:
+    """Against OpenAI's ``CreateCompletionResponse`` (the JSON answer and every stream chunk
+    share it). Two nulls that OpenAI's own API sends are allowed where its schema has none: a
+    chunk's ``finish_reason`` before the last one, and the first prompt token's logprob and
+    top logprobs under ``echo`` (that token has no context)."""
+    relaxed = payload
+    if isinstance(payload, dict) and isinstance(payload.get("choices"), list):
+        choices = []
+        for choice in payload["choices"]:
+            choice = dict(choice)
+            if chunk and "finish_reason" in choice and choice["finish_reason"] is None:
+                choice["finish_reason"] = "stop"  # the rest of the chunk is checked as is
+            lp = choice.get("logprobs")
+            if isinstance(lp, dict):
+                first_null = bool(lp.get("token_logprobs")) and lp["token_logprobs"][0] is None
+                if first_null:
+                    assert lp["top_logprobs"][0] is None, lp
+                    lp = {**lp, "token_logprobs": lp["token_logprobs"][1:],
+                          "top_logprobs": lp["top_logprobs"][1:]}
+                assert len({len(v) for v in choice["logprobs"].values()}) == 1, choice["logprobs"]
+                choice["logprobs"] = lp
+            choices.append(choice)
+        relaxed = {**payload, "choices": choices}
+    assert_valid("CreateCompletionResponse", relaxed, COMPLETIONS_SCHEMA_FILE)

@@ -36,11 +36,12 @@ class ChoiceState:
         stop: StopStrings | None = None,
         top_logprobs: int | None = None,
         include_reasoning: bool = True,
+        include_stop: bool = False,
     ) -> None:
         self.index = index
         self.parser = parser
         self.vocab = vocab
-        self.stop = StopMatcher(stop) if stop is not None else None
+        self.stop = StopMatcher(stop, include=include_stop) if stop is not None else None
         self.top_logprobs = top_logprobs
         self.include_reasoning = include_reasoning
         self.completion_tokens = 0
@@ -59,7 +60,7 @@ class ChoiceState:
             return step
         self.completion_tokens += len(delta.token_ids)
         if self.top_logprobs is not None and delta.logprobs:
-            step.logprobs = [self._logprob_entry(t, lp) for t, lp in zip(delta.token_ids, delta.logprobs)]
+            step.logprobs = [self.logprob_entry(t, lp) for t, lp in zip(delta.token_ids, delta.logprobs)]
         stopped = self._filter(self.parser.feed(delta.token_ids), step)
         if stopped:
             self.stopped_by_string = True
@@ -112,7 +113,7 @@ class ChoiceState:
             step.events.append(event)
         return False
 
-    def _logprob_entry(self, token_id: int, lp: Any) -> dict[str, Any]:
+    def logprob_entry(self, token_id: int, lp: Any) -> dict[str, Any]:
         top = [{"token": self.vocab.token_text(t), "logprob": v,
                 "bytes": list(self._bytes(t))} for t, v in lp.top[: self.top_logprobs]]
         return {"token": self.vocab.token_text(token_id), "logprob": lp.logprob,

@@ -231,7 +231,9 @@ class Renderer:
         return {"reasoning_effort": effort}
 
     def render(self, request: ChatCompletionRequest, *, include_tools: bool,
-               images: Sequence[Image.Image] = ()) -> Prompt:
+               images: Sequence[Image.Image] = (), check_length: bool = True) -> Prompt:
+        """The prompt; ``check_length=False`` counts a prompt longer than the context instead
+        of refusing it (``/tokenize``)."""
         settings = self._settings(request)
         messages = _with_system_prefix(to_openai_messages(request, images),
                                        self._system_prefix(request))
@@ -258,7 +260,7 @@ class Renderer:
                 tokens = self.tokenizer.encode_chat_completion(mistral_request).tokens
         except (MistralCommonException, ValueError, TypeError, KeyError) as exc:
             raise InvalidRequest(_clean(exc), param="messages") from None
-        if len(tokens) >= self.max_model_len:
+        if check_length and len(tokens) >= self.max_model_len:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, "
                 f"your messages resulted in {len(tokens)} tokens. Please reduce the length of "

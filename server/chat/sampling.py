@@ -24,28 +24,72 @@ class Plan:
     top_logprobs: int | None  # None = no logprobs in the response
 
 
-def _check_request_rules(req: ChatCompletionRequest, max_logprobs: int, max_n: int) -> None:
+@dataclass(frozen=True, slots=True)
+class SamplingRequest:
+    """What sampling needs of a request, whichever API it came through (chat, Responses, text
+    completions), with the names its errors should give for the fields that differ."""
+
+    n: int = 1
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    logit_bias: dict[str, float] | None = None
+    extra_args: dict[str, Any] | None = None
+    top_logprobs: int | None = None  # None = no logprobs in the response
+    prompt_logprobs: int | None = None  # None = none (text completions' echo)
+    # a max_tokens beyond the context is cut to what fits instead of refused (Anthropic's API)
+    fit_max_tokens: bool = False
+    # how the request names its fields, for the 400s
+    max_tokens_param: str = "max_tokens"
+    logprobs_param: str = "top_logprobs"
+    prompt_noun: str = "messages"
+
+
+def chat_sampling(req: ChatCompletionRequest) -> SamplingRequest:
+    """A chat request's sampling fields (and the checks only chat's field names need)."""
     if req.top_logprobs is not None and req.top_logprobs > 0 and not req.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
-    if req.logprobs and (req.top_logprobs or 0) > max_logprobs:
-        raise InvalidRequest(f"'top_logprobs' must be at most {max_logprobs} on this server.",
-                             param="top_logprobs", code="invalid_value")
-    if req.n > max_n:
-        raise InvalidRequest(f"'n' must be at most {max_n} on this server.", param="n",
-                             code="invalid_value")
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.",
                              param="stream_options")
-    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
-    if any(s == "" for s in stops):
+    return SamplingRequest(
+        n=req.n, max_tokens=req.max_new_tokens,
+        **{k: getattr(req, k) for k in _SAMPLING_KEYS},
+        seed=req.seed, ignore_eos=req.ignore_eos, min_tokens=req.min_tokens,
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
+        stop_token_ids=tuple(req.stop_token_ids or ()), logit_bias=req.logit_bias,
+        extra_args=req.vllm_xargs, top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        fit_max_tokens=req.fit_max_tokens,
+        max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+
+
+def _check_request_rules(req: SamplingRequest, max_logprobs: int, max_n: int) -> None:
+    for count in (req.top_logprobs, req.prompt_logprobs):
+        if count is not None and count > max_logprobs:
+            raise InvalidRequest(f"'{req.logprobs_param}' must be at most {max_logprobs} on this "
+                                 "server.", param=req.logprobs_param, code="invalid_value")
+    if req.n > max_n:
+        raise InvalidRequest(f"'n' must be at most {max_n} on this server.", param="n",
+                             code="invalid_value")
+    if any(s == "" for s in req.stop):
         raise InvalidRequest("'stop' must not contain empty strings.", param="stop")
 
 
-def _max_tokens(req: ChatCompletionRequest, prompt_len: int, max_model_len: int,
+def _max_tokens(req: SamplingRequest, prompt_len: int, max_model_len: int,
                 default: int | None) -> int:
     room = max_model_len - prompt_len
-    param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-    requested = req.max_new_tokens
+    param = req.max_tokens_param
+    requested = req.max_tokens
     if requested is None:
         return max(1, min(room, default) if default else room)
     if req.fit_max_tokens and prompt_len + requested > max_model_len:
@@ -55,10 +99,11 @@ def _max_tokens(req: ChatCompletionRequest, prompt_len: int, max_model_len: int,
             f"'{param}' is {requested}, but this model's maximum context length is "
             f"{max_model_len} tokens.", param=param, code="invalid_value")
     if prompt_len + requested > max_model_len:
+        noun = req.prompt_noun
         raise ContextLengthExceeded(
             f"This model's maximum context length is {max_model_len} tokens. However, you "
-            f"requested {prompt_len + requested} tokens ({prompt_len} in the messages, "
-            f"{requested} in the completion). Please reduce the length of the messages or "
+            f"requested {prompt_len + requested} tokens ({prompt_len} in the {noun}, "
+            f"{requested} in the completion). Please reduce the length of the {noun} or "
             "completion.", param=param)
     return requested
 
@@ -81,7 +126,7 @@ def _logit_bias(raw: dict[str, float] | None, vocab_size: int) -> dict[int, floa
 
 
 def plan_sampling(
-    req: ChatCompletionRequest,
+    req: SamplingRequest,
     *,
     prompt_len: int,
     max_model_len: int,
@@ -100,7 +145,7 @@ def plan_sampling(
     if req.min_tokens > max_tokens:
         raise InvalidRequest(f"'min_tokens' ({req.min_tokens}) must not exceed the tokens this "
                              f"request may generate ({max_tokens}).", param="min_tokens")
-    for token in req.stop_token_ids or []:
+    for token in req.stop_token_ids:
         if not 0 <= token < vocab_size:
             raise InvalidRequest(f"'stop_token_ids' has {token}, outside the vocabulary.",
                                  param="stop_token_ids")
@@ -111,13 +156,13 @@ def plan_sampling(
         seed=req.seed if req.seed is not None and req.seed != -1 else None,
         ignore_eos=req.ignore_eos,
         min_tokens=req.min_tokens,
-        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-        stop_token_ids=list(req.stop_token_ids or []),
+        logprobs=req.top_logprobs,
+        prompt_logprobs=req.prompt_logprobs,
+        stop_token_ids=list(req.stop_token_ids),
         logit_bias=_logit_bias(req.logit_bias, vocab_size),
         constraint=constraint,
-        extra_args=req.vllm_xargs,
+        extra_args=req.extra_args,
         **values,
     )
-    stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    return Plan(sampling=spec, stop=StopStrings(stops) if stops else None, choices=req.n,
-                top_logprobs=(req.top_logprobs or 0) if req.logprobs else None)
+    return Plan(sampling=spec, stop=StopStrings(req.stop) if req.stop else None, choices=req.n,
+                top_logprobs=req.top_logprobs)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from PIL import Image
@@ -27,17 +27,14 @@ from server.chat.images import ImageLimits, load_images, tiny_png_data_url
 from server.chat.mistral import MistralDeltas, mistral_response
 from server.chat.output import MessageBuilder, stream_deltas
 from server.chat.render import Renderer
-from server.chat.sampling import Plan, plan_sampling
+from server.chat.sampling import Plan, chat_sampling, plan_sampling
+from server.chat.steps import EngineSteps, cut_short, needs_abort
 from server.chat.tools import plan_tools
-from server.engine.base import CompletionDelta, EngineClient, EngineDead, InvalidConstraint
-from server import metrics
+from server.engine.base import CompletionDelta, EngineClient
 from server.errors import (
     APIError,
     EngineFailure,
-    InvalidRequest,
     ModelNotFound,
-    RequestTimeout,
-    Unavailable,
     error_body,
 )
 from server.model import ModelInfo
@@ -71,11 +68,10 @@ class ChatService:
         self.max_logprobs = max_logprobs
         self.max_n = max_n
         self.compact_json = compact_json
-        self.request_timeout = request_timeout
-        self.on_engine_dead = on_engine_dead
+        self.runner = EngineSteps(engine, request_timeout=request_timeout,
+                                  on_engine_dead=on_engine_dead)
         self.image_limits = image_limits or ImageLimits()
         self.budgets = budgets
-        self.stopping = False
         schemas.meta_validator()  # built now: a problem with it fails start-up, not requests
 
     async def warm_up(self) -> None:
@@ -92,8 +88,9 @@ class ChatService:
                         exc or type(exc).__name__)
 
     def stop(self) -> None:
-        """Drain timeout: requests still generating end at their next step with an error."""
-        self.stopping = True
+        """Drain timeout: requests still generating end at their next step with an error (every
+        API's: they share ``runner``)."""
+        self.runner.stop()
 
     # -- validation ------------------------------------------------------------------
     async def prepare(self, req: ChatCompletionRequest) -> Prepared:
@@ -103,6 +100,21 @@ class ChatService:
         if _heavy(req):  # rendering a long conversation takes milliseconds per thousand messages
             return await asyncio.to_thread(self._prepare_with, req, images)
         return self._prepare_with(req, images)
+
+    async def prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
+        """The prompt ``prepare`` would send for ``req`` (``/tokenize`` counts it): the same
+        checks, images, tools and rendering, but no sampling, and no context-length limit."""
+        self._check_model(req)
+        await schemas.precheck(req)
+        images = await load_images(req, self.model, self.image_limits)
+
+        def render() -> list[int]:
+            plan_tools(req, self.model, compact_json=self.compact_json)
+            return self.renderer.render(req, include_tools=bool(req.tools), images=images,
+                                        check_length=False).token_ids
+        if _heavy(req):
+            return await asyncio.to_thread(render)
+        return render()
 
     def _check_model(self, req: ChatCompletionRequest) -> None:
         if not self.model.accepts(req.model):
@@ -116,7 +128,7 @@ class ChatService:
         prompt = self.renderer.render(req, include_tools=bool(req.tools), images=images)
         constraint = tools.constraint or constraint_for(req, self.model, compact_json=self.compact_json)
         plan = plan_sampling(
-            req,
+            chat_sampling(req),
             prompt_len=len(prompt.token_ids),
             max_model_len=self.engine.max_model_len,
             vocab_size=self.model.vocab.size,
@@ -146,45 +158,11 @@ class ChatService:
             for i in range(prep.plan.choices)
         ]
 
-    async def _engine_steps(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
-        """Engine deltas; greedy n>1 runs once and is copied to every choice."""
-        copies = prep.plan.choices if prep.plan.sampling.n == 1 and prep.plan.choices > 1 else 1
-        stream = self.engine.generate(prep.prompt_ids, prep.plan.sampling, prep.request_id,
-                                      images=prep.images)
-        deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
-        try:
-            while True:
-                try:
-                    if deadline is None:
-                        batch = await anext(stream)
-                    else:
-                        batch = await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))
-                except StopAsyncIteration:
-                    break
-                except asyncio.TimeoutError:
-                    metrics.TIMEOUTS.inc()
-                    raise RequestTimeout(f"The request did not finish within {self.request_timeout:g} s "
-                                         "and was aborted.") from None
-                if self.stopping:
-                    raise Unavailable("The server is shutting down; the request was cut short.",
-                                      code="server_draining")
-                if copies > 1:
-                    batch = [CompletionDelta(i, d.token_ids, d.logprobs, d.finish_reason)
-                             for d in batch for i in range(copies)]
-                yield batch
-        except InvalidConstraint as exc:
-            raise InvalidRequest(f"{exc}.", param=_constraint_param(prep.request)) from None
-        except EngineDead as exc:
-            if self.on_engine_dead is not None:
-                self.on_engine_dead(str(exc) or "engine died")
-            raise EngineFailure("The inference engine failed; the server is restarting.") from None
-        finally:
-            await stream.aclose()
-
     async def _start(self, prep: Prepared) -> AsyncIterator[list[CompletionDelta]]:
-        """Engine steps, primed: the request is added and its first step read before any byte
-        goes out, so constraints the engine rejects still become a 400."""
-        return await primed(self._engine_steps(prep))
+        """Engine steps, primed (engine-side 4xxs are raised here, before any byte goes out)."""
+        return await self.runner.start(prep.prompt_ids, prep.plan, prep.request_id,
+                                       images=prep.images,
+                                       constraint_param=_constraint_param(prep.request))
 
     def _usage(self, prep: Prepared, choices: list[ChoiceState]) -> dict[str, int]:
         completion = sum(c.completion_tokens for c in choices)
@@ -202,12 +180,12 @@ class ChatService:
             async for batch in steps:
                 for delta in batch:
                     builders[delta.index].add(choices[delta.index].push(delta))
-                if _cut_short(choices):
+                if cut_short(choices):
                     break
             finished = True
         finally:
             await steps.aclose()
-            if _needs_abort(finished, choices):
+            if needs_abort(finished, choices):
                 await self.engine.abort(prep.request_id)
         if any(c.failed for c in choices):
             raise EngineFailure("The request was aborted by the engine.")
@@ -233,12 +211,12 @@ class ChatService:
                         yield delta, choice.push(delta)
                 if choice.failed:
                     raise EngineFailure("The request was aborted by the engine.")
-                if _cut_short([choice]):
+                if cut_short([choice]):
                     break
             finished = True
         finally:
             await steps.aclose()
-            if _needs_abort(finished, [choice]):
+            if needs_abort(finished, [choice]):
                 await self.engine.abort(prep.request_id)
 
     # -- streaming ---------------------------------------------------------------------
@@ -295,7 +273,7 @@ class ChatService:
                     yield b"".join(out)
                 if failed:
                     raise EngineFailure("The request was aborted by the engine.")
-                if _cut_short(choices):
+                if cut_short(choices):
                     break
             finished = True
             if include_usage:
@@ -305,34 +283,9 @@ class ChatService:
             yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
         finally:
             await steps.aclose()
-            if _needs_abort(finished, choices):
+            if needs_abort(finished, choices):
                 await self.engine.abort(prep.request_id)
         yield b"data: [DONE]\n\n"
-
-
-T = TypeVar("T")
-
-
-async def primed(items: AsyncIterator[T]) -> AsyncIterator[T]:
-    """``items`` with its first element already read (what that read raises is raised here,
-    with ``items`` closed); iterating the result gives every element, the first one included."""
-    try:
-        first = await anext(items)
-    except StopAsyncIteration:
-        return items
-    except BaseException:
-        await items.aclose()  # type: ignore[attr-defined]
-        raise
-    return _prepend(first, items)
-
-
-async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
 
 
 HEAVY_MESSAGES, HEAVY_CHARS, HEAVY_TOOLS = 64, 32_000, 16
@@ -352,18 +305,6 @@ def _heavy(req: ChatCompletionRequest) -> bool:
         elif content:
             chars += sum(len(getattr(part, "text", "")) for part in content)
     return chars > HEAVY_CHARS
-
-
-def _cut_short(choices: list[ChoiceState]) -> bool:
-    """All choices are done, and a stop string (not the engine) ended at least one."""
-    return all(c.done for c in choices) and any(c.stopped_by_string for c in choices)
-
-
-def _needs_abort(finished: bool, choices: list[ChoiceState]) -> bool:
-    """Whether the engine may still be working on the request when we stop reading it."""
-    if not finished:
-        return True
-    return any(c.stopped_by_string or not c.done for c in choices)
 
 
 def _constraint_param(req: ChatCompletionRequest) -> str:

@@ -50,10 +50,12 @@ class StopMatcher:
     A stop string counts as soon as its last character is written (the first to end wins; of
     those ending together, the longest). Held text is never longer than the longest stop
     string, and each character costs one automaton step: a long stop string or a long output
-    costs nothing more per token (``StopStrings``)."""
+    costs nothing more per token (``StopStrings``). ``include``: the stop string itself is
+    part of the text (vLLM's ``include_stop_str_in_output``)."""
 
-    def __init__(self, stops: tuple[str, ...] | StopStrings) -> None:
+    def __init__(self, stops: tuple[str, ...] | StopStrings, include: bool = False) -> None:
         self.automaton = stops if isinstance(stops, StopStrings) else StopStrings(stops)
+        self.include = include
         self.state = 0
         self.held = ""
         self.matched: str | None = None  # the stop string that ended the output
@@ -72,7 +74,7 @@ class StopMatcher:
                 start = offset + i - ends[state]
                 self.matched = buffer[start:offset + i]
                 self.state, self.held = 0, ""
-                return buffer[:start], True
+                return buffer[:offset + i if self.include else start], True
         self.state = state
         keep = self.automaton.depth[state]
         out, self.held = buffer[:len(buffer) - keep], buffer[len(buffer) - keep:]

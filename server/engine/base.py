@@ -33,6 +33,7 @@ class SamplingSpec:
     ignore_eos: bool = False
     min_tokens: int = 0
     logprobs: int | None = None  # number of top alternatives; None = no logprobs
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (None = none)
     stop_token_ids: list[int] = field(default_factory=list)
     logit_bias: dict[int, float] | None = None
     constraint: Constraint | None = None
@@ -53,6 +54,9 @@ class CompletionDelta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: Literal["stop", "length", "abort"] | None = None
+    # With ``SamplingSpec.prompt_logprobs``: one entry per prompt token (None for the first,
+    # which has no context), on the request's first delta of every choice only.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class EngineClient(Protocol):

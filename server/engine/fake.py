@@ -2,8 +2,9 @@
 
 ``FakeEngine(script)``: ``script(prompt_ids, sampling, choice_index) -> list[int]`` gives the
 tokens a choice would produce (ending with the EOS id to finish with "stop"). The fake honours
-``max_tokens`` (finish "length"), ``min_tokens``/``ignore_eos``, ``n`` and logprobs, yields one
-token per step like the real engine, records aborts, and can fail mid-stream on demand.
+``max_tokens`` (finish "length"), ``min_tokens``/``ignore_eos``, ``n``, logprobs and prompt
+logprobs (with the first step, as vLLM sends them), yields one token per step like the real
+engine, records aborts, and can fail mid-stream on demand.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class FakeEngine:
         self.images[request_id] = list(images)
         plans = [self._plan(prompt_token_ids, sampling, i) for i in range(sampling.n)]
         self.running.add(request_id)
+        prompt_lps = self._prompt_logprobs(prompt_token_ids, sampling)
         try:
             step = 0
             while any(plans):
@@ -69,6 +71,7 @@ class FakeEngine:
                             token_ids=[token],
                             logprobs=self._logprobs(token, sampling),
                             finish_reason=reason,
+                            prompt_logprobs=prompt_lps if step == 0 else None,
                         ))
                 step += 1
                 yield batch
@@ -107,6 +110,13 @@ class FakeEngine:
         chosen = -0.5
         top = [(token, chosen)] + [(token + k, -1.0 - k) for k in range(1, sampling.logprobs)]
         return [TokenLogprob(logprob=chosen, top=tuple(top[: sampling.logprobs]))]
+
+    @classmethod
+    def _prompt_logprobs(cls, prompt: list[int], sampling: SamplingSpec) -> list[TokenLogprob | None] | None:
+        if sampling.prompt_logprobs is None:
+            return None
+        return [None] + [cls._logprobs(t, SamplingSpec(logprobs=sampling.prompt_logprobs))[0]
+                         for t in prompt[1:]]
 
     async def abort(self, request_id: str) -> None:
         if request_id not in self.aborted:

@@ -72,6 +72,7 @@ def to_sampling_params(spec: SamplingSpec) -> Any:
         "frequency_penalty": spec.frequency_penalty,
         "seed": spec.seed,
         "logprobs": spec.logprobs,
+        "prompt_logprobs": spec.prompt_logprobs,
         "logit_bias": spec.logit_bias,
         "extra_args": spec.extra_args,
     }
@@ -104,6 +105,12 @@ def _logprobs(entries: Any, token_ids: list[int]) -> list[TokenLogprob]:
             top=tuple((tid, max(lp.logprob, -9999.0)) for tid, lp in ranked),
         ))
     return out
+
+
+def _prompt_logprobs(entries: Any, token_ids: list[int]) -> list[TokenLogprob | None]:
+    """vLLM's prompt logprobs (None first: the first token has no context) in our shape."""
+    return [None if entry is None else _logprobs([entry], [token_id])[0]
+            for token_id, entry in zip(token_ids, entries)]
 
 
 _NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
@@ -174,6 +181,8 @@ class VllmEngine:
         try:
             async for output in stream:
                 deltas = []
+                prompt_lps = (_prompt_logprobs(output.prompt_logprobs, prompt_token_ids)
+                              if output.prompt_logprobs else None)
                 for comp in output.outputs:
                     ids = list(comp.token_ids)
                     reason = comp.finish_reason
@@ -184,6 +193,7 @@ class VllmEngine:
                         token_ids=ids,
                         logprobs=_logprobs(comp.logprobs, ids) if comp.logprobs else None,
                         finish_reason=reason,
+                        prompt_logprobs=prompt_lps,
                     ))
                 yield deltas
         except EngineDeadError as exc:

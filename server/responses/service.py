@@ -21,7 +21,8 @@ import orjson
 
 from parsers.events import ReasoningDelta
 from server.chat.choice import Step
-from server.chat.service import ChatService, Prepared, primed
+from server.chat.service import ChatService, Prepared
+from server.chat.steps import primed
 from server.engine.base import CompletionDelta
 from server.errors import APIError, InvalidRequest, NotFound, Unavailable
 from server.responses import budget

@@ -28,7 +28,7 @@ def card_capabilities(model: ModelInfo) -> dict[str, bool]:
         "function_calling": preset.get("function_calling", True),
         "reasoning": model.reasoning,
         "vision": model.vision,
-        "completion_fim": False,
+        "completion_fim": model.fim,
         "fine_tuning": False,
     }
 

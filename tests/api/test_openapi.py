@@ -25,7 +25,8 @@ from tests.api.test_structured import SCHEMA
 from tests.api.test_tools import ARGS, TOOL_REQUEST, Script
 
 ROUTES = {
-    ("POST", "/v1/chat/completions"), ("POST", "/v1/responses"),
+    ("POST", "/v1/chat/completions"), ("POST", "/v1/responses"), ("POST", "/v1/completions"),
+    ("POST", "/tokenize"), ("POST", "/detokenize"),
     ("GET", "/v1/responses/{response_id}"), ("DELETE", "/v1/responses/{response_id}"),
     ("GET", "/v1/responses/{response_id}/input_items"),
     ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"),
@@ -49,6 +50,11 @@ CHAT_REQUEST = {  # tools, a json_schema response format, an image, a tool round
                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
     "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 2, "seed": 7,
     "structured_outputs": None, "stop": ["END"],
+}
+COMPLETION_REQUEST = {
+    "model": MODEL, "prompt": ["Once upon a time", "Le petit"], "n": 2, "max_tokens": 8,
+    "echo": True, "logprobs": 2, "stop": ["END"], "seed": 3, "temperature": 0.5, "top_k": 5,
+    "structured_outputs": {"regex": "[a-z ]+"}, "skip_special_tokens": False, "user": None,
 }
 RESPONSES_REQUEST = {
     "model": MODEL, "instructions": "Be brief.", "tools": [WEATHER],
@@ -134,7 +140,7 @@ def test_document_is_openapi_31_with_every_route(tokenizer_dirs, published):
             if method == "parameters":
                 continue
             assert op["operationId"] and "200" in op["responses"]
-            secured = path.startswith("/v1") or path == "/metrics"
+            secured = path.startswith("/v1") or path in ("/metrics", "/tokenize", "/detokenize")
             anthropic = path.startswith("/v1/messages")  # Anthropic's envelope; x-api-key too
             schemes = [{"bearerAuth": []}, {"apiKeyAuth": []}] if anthropic else [{"bearerAuth": []}]
             assert (op.get("security") == schemes) == secured, path
@@ -173,6 +179,13 @@ def test_real_requests_match_the_request_schemas(published):
         assert_valid(published, "CreateChatCompletionRequest", body, closed=False)
     for body in (RESPONSES_REQUEST, {"model": MODEL, "input": "Hi", "stream": True}):
         assert_valid(published, "CreateResponse", body, closed=False)
+    completions = _validator(published, "CreateCompletionRequest")
+    for prompt in ("text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]):
+        assert_valid(published, "CreateCompletionRequest", {**COMPLETION_REQUEST, "prompt": prompt},
+                     closed=False)
+    assert not completions.is_valid({"model": MODEL})
+    assert not completions.is_valid({**COMPLETION_REQUEST, "prompt": [["a"]]})
+    assert not completions.is_valid({**COMPLETION_REQUEST, "logprobs": 21})
     # the schemas are not vacuous
     assert not chat.is_valid({"model": MODEL, "messages": []})
     assert not chat.is_valid({**CHAT_REQUEST, "temperature": 3})
@@ -208,6 +221,15 @@ def test_real_responses_match_the_response_schemas(tokenizer_dirs, published, tm
         items = client.get(f"/v1/responses/{rid}/input_items?limit=5")
         deleted = client.delete(f"/v1/responses/{rid}")
         listed, card = client.get("/v1/models"), client.get(f"/v1/models/{MODEL}")
+        completion = post(client, "/v1/completions", COMPLETION_REQUEST, "CreateCompletionRequest")
+        completion_stream = post(client, "/v1/completions", {**COMPLETION_REQUEST, "stream": True,
+                                 "stream_options": {"include_usage": True}}, "CreateCompletionRequest")
+        tokenized = post(client, "/tokenize", {"model": MODEL, "prompt": "Hi", "return_token_strs": True},
+                         "TokenizeRequest")
+        rendered = post(client, "/tokenize", {"messages": TOOL_REQUEST["messages"],
+                                              "tools": TOOL_REQUEST["tools"]}, "TokenizeRequest")
+        detokenized = post(client, "/detokenize", {"model": MODEL, "tokens": [1, 2, 3]},
+                           "DetokenizeRequest")
         missing, bad = client.get("/v1/models/nope"), client.post("/v1/chat/completions", json={})
         probes = {name: client.get(f"/{name}") for name in ("health", "ready", "status")}
     message = chat.json()["choices"][0]["message"]
@@ -216,6 +238,8 @@ def test_real_responses_match_the_response_schemas(tokenizer_dirs, published, tm
     for response, name in [(chat, "CreateChatCompletionResponse"), (mistral, "CreateChatCompletionResponse"),
                            (made, "Response"), (got, "Response"), (items, "ResponseItemList"),
                            (deleted, "DeletedResponse"), (listed, "ListModelsResponse"), (card, "Model"),
+                           (completion, "CreateCompletionResponse"), (tokenized, "TokenizeResponse"),
+                           (rendered, "TokenizeResponse"), (detokenized, "DetokenizeResponse"),
                            (probes["health"], "HealthStatus"), (probes["ready"], "ReadyStatus"),
                            (probes["status"], "ServerStatus")]:
         assert response.status_code == 200, response.text
@@ -228,6 +252,11 @@ def test_real_responses_match_the_response_schemas(tokenizer_dirs, published, tm
     assert chunks[-1] == "[DONE]" and chunks[-2]["usage"]
     for chunk in chunks[:-1]:
         assert_valid(published, "CreateChatCompletionStreamResponse", chunk)
+    assert completion.json()["choices"][0]["logprobs"]["token_logprobs"][0] is None  # echo
+    chunks = sse_events(completion_stream)
+    assert chunks[-1] == "[DONE]" and chunks[-2]["usage"] and chunks[-2]["choices"] == []
+    for chunk in chunks[:-1]:
+        assert_valid(published, "CreateCompletionResponse", chunk)
     kinds = set()
     for frame in events.text.strip().split("\n\n"):
         event = json.loads(frame.split("\ndata: ", 1)[1])

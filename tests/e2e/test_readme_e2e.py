@@ -21,9 +21,12 @@ def _section(title: str) -> str:
 
 
 MESSAGES_SECTION = "Anthropic Messages API and Claude Code"
-BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'",
-                                          README.replace(_section(MESSAGES_SECTION), ""), re.S)
-          if '"messages"' in m.group(1)]  # chat bodies; the Responses and Messages sections run whole below
+COMPLETIONS_SECTION = "Text completions and the tokenizer"
+CHAT_README = README
+for _title in (MESSAGES_SECTION, COMPLETIONS_SECTION):  # these sections run whole below
+    CHAT_README = CHAT_README.replace(_section(_title), "")
+BODIES = [m.group(1) for m in re.finditer(r"-d '(\{.*?\})'", CHAT_README, re.S)
+          if '"messages"' in m.group(1)]  # chat bodies; the Responses section runs whole below too
 
 
 def test_readme_has_examples():
@@ -152,3 +155,38 @@ def test_readme_messages_examples_work(tiny_server, tmp_path):
     lines = run.stdout.splitlines()
     assert lines[0].startswith("toolu_")  # the forced call's id, then its input
     assert lines[-1] in ("end_turn", "max_tokens", "tool_use")
+
+
+def test_readme_completions_examples_work(tiny_server, tmp_path):
+    """The text-completions section's curl script and SDK snippet, run as written."""
+    import subprocess
+    import sys
+
+    from tests.spec import assert_valid_completion
+
+    section = _section(COMPLETIONS_SECTION)
+    model = httpx.get(tiny_server.url + "/v1/models").json()["data"][0]["id"]
+    (shell,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    env = {**__import__("os").environ, "MISTRAL_BASE_URL": tiny_server.url + "/v1",
+           "MISTRAL_MODEL": model}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", shell.replace("curl -sS", "curl -sSf")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    decoder, text, objects = json.JSONDecoder(), out.stdout.strip(), []
+    while text:
+        obj, end = decoder.raw_decode(text)
+        objects.append(obj)
+        text = text[end:].strip()
+    plain, scored, tokens, chat_tokens, detok = objects
+    for body in (plain, scored):
+        assert_valid_completion(body)
+    assert scored["choices"][0]["text"] == "Paris is in France."
+    assert scored["choices"][0]["logprobs"]["token_logprobs"][0] is None
+    assert tokens["count"] == len(tokens["tokens"]) and chat_tokens["count"] > tokens["count"] - 3
+    assert detok == {"prompt": "Hello, world"}
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = code.replace('"tiny-mistral"', json.dumps(model)).replace("http://localhost:8000", tiny_server.url)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stdout.splitlines()) >= 3

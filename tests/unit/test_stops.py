@@ -12,9 +12,9 @@ import pytest
 from server.chat.stops import StopMatcher, StopStrings
 
 
-def reference(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+def reference(text: str, stops: tuple[str, ...], include: bool = False) -> tuple[str, bool]:
     """The text a client sees: cut where the first stop string to end starts (of those ending
-    together, the longest), or all of it."""
+    together, the longest), or all of it; ``include``: cut where it ends."""
     best = None
     for stop in stops:
         start = text.find(stop)
@@ -23,7 +23,7 @@ def reference(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
             if best is None or (end, start) < best:
                 best = (end, start)
             start = text.find(stop, start + 1)
-    return (text[:best[1]], True) if best else (text, False)
+    return (text[:best[1 - include]], True) if best else (text, False)
 
 
 def feed(matcher: StopMatcher, text: str, cuts: list[int]) -> tuple[str, bool]:
@@ -51,6 +51,9 @@ def test_same_cut_as_the_reference_whatever_the_chunking(seed):
         assert (out, hit) == reference(text, stops), (stops, text, cuts)
         assert matcher.matched is None if not hit else text[len(out):].startswith(matcher.matched)
         assert not hit or matcher.matched in stops
+        # vLLM's include_stop_str_in_output (text completions): the stop string is kept
+        assert feed(StopMatcher(StopStrings(stops), include=True), text, cuts) == reference(
+            text, stops, include=True), (stops, text, cuts)
 
 
 def test_held_text_is_only_what_may_start_a_stop_string():
