@@ -926,7 +926,7 @@ def completions_section(results: dict[str, list[Result]]) -> str:
     ours, completions = results.get(OURS) or [], results.get(COMPLETIONS) or []
     if not completions:
         return ""
-    theirs, their_completions = results.get(VLLM) or [], results.get(VLLM_COMPLETIONS) or []
+    their_completions = results.get(VLLM_COMPLETIONS) or []
     lines = []
     for i, (c, t) in enumerate(zip(ours, completions)):
         line = (f"| {c.concurrency} | {_f(c.api_us_per_token, '.0f')} | {_f(t.api_us_per_token, '.0f')} | "

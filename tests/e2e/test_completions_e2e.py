@@ -17,7 +17,6 @@ import pytest
 from openai import OpenAI
 
 from server.tinymodel import FORMAT
-from tests.api.harness import sse_events
 from tests.api.test_images import data_url, picture
 from tests.e2e.conftest import CACHE, MODEL, ROOT
 from tests.e2e.test_tools_e2e import FORECAST, model_id, script, tokenizers  # noqa: F401 (fixture)
