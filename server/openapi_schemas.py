@@ -238,7 +238,10 @@ OTHER: dict[str, Schema] = {
     "ServerStatus": obj({"phase": enum("loading", "ready", "draining", "failed"), "model": STR,
                          "uptime_s": NUM, "load_time_s": nullable(NUM),
                          "loading_for_s": nullable(NUM), "inflight_requests": INT,
-                         "error": nullable(STR)}),
+                         "error": nullable(STR)},
+                        {"api_process": INT, "api_processes": array(obj({
+                            "pid": INT, "phase": enum("loading", "ready", "draining", "failed"),
+                            "inflight_requests": INT}))}),
 }
 
 SCHEMAS: dict[str, Schema] = {**CHAT, **COMPLETIONS, **RESPONSES, **EVENTS, **OTHER}

@@ -138,6 +138,10 @@ class Settings(BaseModel):
     max_queued_requests: int | None = Field(
         None, ge=0, description="Admitted requests beyond the engine's batch (max_num_seqs); more get 429")
     request_timeout: float | None = Field(None, gt=0, description="Seconds before a request is aborted")
+    api_processes: int = Field(
+        1, ge=1, le=64, description="API server processes over one engine core, each with its own "
+        "event loop and vLLM client, sharing one port (vllm serve --api-server-count); more than 1 "
+        "when one core cannot keep up with the engine's tokens (docs/deployment.md)")
     drain_timeout: float = Field(30, ge=0, description="Seconds in-flight requests get after SIGTERM")
     metrics_open: bool = Field(False, description="Serve /metrics without an API key")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -3,6 +3,10 @@
     loading ──engine up──▶ ready ──SIGTERM──▶ draining ──in-flight done (or timeout)──▶ exit 0
        │                     │
        └──engine fails───────┴──▶ failed ──▶ exit 3 (the orchestrator restarts the pod)
+
+With several API processes each has its own phase, and what readiness, ``/status`` and
+``mserve:startup_phase`` report is the server's (``server/shared.py``): failed if any process
+failed, draining if any drains, loading until every process is ready.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
-
 from server import metrics
 from server.admission import Admission
 from server.anthropic.service import MessagesService
@@ -28,10 +30,10 @@ from server.engine.base import EngineClient
 from server.errors import Unavailable
 from server.model import ModelInfo
 from server.settings import Settings
+from server.shared import Phase, ServerShare
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["loading", "ready", "draining", "failed"]
 EngineFactory = Callable[[], Awaitable[EngineClient]]
 
 
@@ -50,6 +52,7 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     on_fatal: Callable[[str], None] | None = None  # ends the process (non-zero) on engine death
+    share: ServerShare | None = None  # the other API processes of this server, if any
     admission: Admission = field(init=False)
     budgets: Budgets = field(init=False)  # what one request may cost (server/budgets.py)
     store: ResponseStore | None = field(init=False)  # stored responses (/v1/responses)
@@ -61,12 +64,19 @@ class ServerState:
         self.budgets = Budgets.from_settings(self.settings)
         schemas.configure(self.settings.schema_cache_bytes)
         self.admission = Admission(self.settings.max_inflight_requests,
-                                   self.settings.max_queued_requests)
+                                   self.settings.max_queued_requests, shared=self.share)
         self._set_phase("loading")
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
+        if self.share is not None:
+            self.share.set_phase(phase)
         metrics.set_phase(phase)
+
+    @property
+    def server_phase(self) -> Phase:
+        """The whole server's phase (this process's own when it is the only one)."""
+        return self.phase if self.share is None else self.share.server_phase()
 
     async def load(self, factory: EngineFactory) -> None:
         log.info("loading engine for %s", self.model.id)
@@ -95,11 +105,13 @@ class ServerState:
         self.completions = CompletionService(
             self.service, max_choices=self.settings.max_completion_choices)
         await self.service.warm_up()
-        if self.phase == "loading":
-            self._set_phase("ready")
         # Startup objects (tokenizer tables, vLLM config) never die: keep them out of GC passes.
+        # Before reporting ready: the full collection holds the event loop (and, with several
+        # API processes, new connections would go to the others meanwhile).
         gc.collect()
         gc.freeze()
+        if self.phase == "loading":
+            self._set_phase("ready")
         self.ready_at = time.time()
         log.info("engine ready after %.1f s", self.ready_at - self.started_at)
 

@@ -82,6 +82,10 @@ class EngineClient(Protocol):
 
     async def shutdown(self) -> None: ...
 
+    def engine_died(self) -> None:
+        """The engine core is gone and this client cannot tell by itself (several API processes
+        over one engine core; the supervisor says so): requests in flight fail with EngineDead."""
+
 
 class EngineDead(Exception):
     """The engine stopped working; the process should exit so it is restarted."""

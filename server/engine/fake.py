@@ -58,6 +58,8 @@ class FakeEngine:
             while any(plans):
                 if self.fail_after is not None and step >= self.fail_after:
                     raise EngineDead("scripted engine failure")
+                if self.dead:
+                    raise EngineDead("engine is dead")
                 if self.step_delay:
                     await asyncio.sleep(self.step_delay)
                 else:
@@ -131,4 +133,7 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         return None
+
+    def engine_died(self) -> None:
+        self.dead = True  # requests in flight fail at their next step
 

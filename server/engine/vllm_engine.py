@@ -126,6 +126,32 @@ def _explain(exc: BaseException) -> str:
     return message
 
 
+def engine_args(config: EngineConfig) -> Any:
+    """vLLM's ``AsyncEngineArgs`` for ``config`` (the same for the engine core and its clients)."""
+    from vllm.config import StructuredOutputsConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    extra = dict(config.extra)
+    return AsyncEngineArgs(
+        model=config.model_dir,
+        served_model_name=[config.served_model_name],
+        tokenizer_mode="mistral",
+        max_model_len=config.max_model_len,
+        tensor_parallel_size=config.tensor_parallel_size,
+        pipeline_parallel_size=config.pipeline_parallel_size,
+        dtype=config.dtype,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enforce_eager=config.enforce_eager,
+        max_logprobs=config.max_logprobs,
+        logits_processors=list(config.logits_processors) or None,
+        structured_outputs_config=StructuredOutputsConfig(
+            backend=config.structured_backend, disable_any_whitespace=config.compact_json
+        ),
+        **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
+        **extra,
+    )
+
+
 class VllmEngine:
     """``EngineClient`` over vLLM's ``AsyncLLM`` (CPU build and GPU build alike)."""
 
@@ -135,33 +161,48 @@ class VllmEngine:
         self.max_num_seqs = max_num_seqs
 
     @classmethod
-    def start(cls, config: EngineConfig) -> "VllmEngine":
-        from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
+    def start(cls, config: EngineConfig, client: dict[str, Any] | None = None) -> "VllmEngine":
+        """Start the engine core and its client in this process; or, with ``client`` (one API
+        process of several: ``client_count``, ``client_index`` and the engine's addresses, from
+        ``server.engine.vllm_launch``), only the client, attached to the engine core the
+        supervisor launched, as each of ``vllm serve --api-server-count`` N processes does."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        extra = dict(config.extra)
-        args = AsyncEngineArgs(
-            model=config.model_dir,
-            served_model_name=[config.served_model_name],
-            tokenizer_mode="mistral",
-            max_model_len=config.max_model_len,
-            tensor_parallel_size=config.tensor_parallel_size,
-            pipeline_parallel_size=config.pipeline_parallel_size,
-            dtype=config.dtype,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            enforce_eager=config.enforce_eager,
-            max_logprobs=config.max_logprobs,
-            logits_processors=list(config.logits_processors) or None,
-            structured_outputs_config=StructuredOutputsConfig(
-                backend=config.structured_backend, disable_any_whitespace=config.compact_json
-            ),
-            **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
-            **extra,
-        )
-        engine = AsyncLLM.from_engine_args(args)  # stats on: vllm:* metrics in the registry
+        args = engine_args(config)
+        if client is None:
+            engine = AsyncLLM.from_engine_args(args)  # stats on: vllm:* metrics in the registry
+        else:
+            from vllm.usage.usage_lib import UsageContext
+
+            addresses = dict(client)
+            count, index = addresses.pop("client_count"), addresses.pop("client_index")
+            args._api_process_count, args._api_process_rank = count, index
+            vllm_config = args.create_engine_config(UsageContext.ENGINE_CONTEXT)
+            engine = AsyncLLM.from_vllm_config(
+                vllm_config, usage_context=UsageContext.ENGINE_CONTEXT,
+                client_addresses=addresses, client_count=count, client_index=index)
         return cls(engine, engine.model_config.max_model_len,
                    engine.vllm_config.scheduler_config.max_num_seqs)
+
+    def engine_died(self) -> None:
+        """The supervisor saw the engine core process exit (several API processes: this one has
+        no handle on it). Fail what is in flight with ``EngineDead`` and close the client, as
+        vLLM's own engine monitor does when the engine core is this process's child, without
+        its output loop logging the death again as a failure of its own (the supervisor said
+        why the server ends)."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        engine = self._engine
+        handler = getattr(engine, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+        processor = getattr(engine, "output_processor", None)
+        if processor is not None:
+            processor.propagate_error(EngineDeadError())
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.resources.engine_dead = True
+            core.shutdown()
 
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, request_id: str,

@@ -25,33 +25,40 @@ async def health() -> JSONResponse:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: 200 only when the engine is loaded, healthy and the server is not draining."""
+    """Readiness: 200 only when the engine is loaded, healthy and the server is not draining
+    (with several API processes: when every one of them is ready)."""
     state = _state(request)
     if state.phase == "ready" and state.engine is not None:
         try:
             await state.engine.check_health()
         except Exception:  # noqa: BLE001 - any failure means not ready
             state.fail("engine health check failed")
-    code = 200 if state.phase == "ready" else 503
+    phase = state.server_phase
+    code = 200 if phase == "ready" else 503
     headers = {} if code == 200 else {"Retry-After": "5"}
-    return JSONResponse({"status": state.phase}, status_code=code, headers=headers)
+    return JSONResponse({"status": phase}, status_code=code, headers=headers)
 
 
 @router.get("/status")
 async def status(request: Request) -> JSONResponse:
-    """Startup progress and load: phase, timings, in-flight requests."""
+    """Startup progress and load: phase, timings, in-flight requests (the whole server's; with
+    several API processes also each one's, and which one answered)."""
     state = _state(request)
     now = time.time()
-    return JSONResponse({
-        "phase": state.phase,
+    body = {
+        "phase": state.server_phase,
         "model": state.model.id,
         "uptime_s": round(now - state.started_at, 1),
         "load_time_s": round(state.ready_at - state.started_at, 1) if state.ready_at else None,
         "loading_for_s": round(now - state.started_at, 1) if state.phase == "loading" else None,
-        "inflight_requests": state.admission.inflight,
+        "inflight_requests": state.admission.server_inflight,
         # The reason is in the server log; probes without a key do not get internal text.
         "error": "the inference engine failed; see the server log" if state.error else None,
-    })
+    }
+    if state.share is not None:
+        body["api_process"] = state.share.index
+        body["api_processes"] = state.share.describe()
+    return JSONResponse(body)
 
 
 @router.get("/metrics")

@@ -374,6 +374,7 @@ def test_chart_renders_every_option(tmp_path: Path, routes: set[str]) -> None:
                   "path": "/models/Mistral-Large-Instruct-2411",
                   "volume": {"type": "hostPath"}},
         "gpus": 8,
+        "apiProcesses": 4,
         "settings": {"max_num_seqs": 64, "engine_args": {"enable_prefix_caching": True}},
         "extraArgs": ["--log-level", "debug"],
         "cache": {"type": "pvc", "claimName": "compile-cache"},
@@ -395,7 +396,7 @@ def test_chart_renders_every_option(tmp_path: Path, routes: set[str]) -> None:
                          for a in container["args"]]
     settings = check_server_pod(pod, routes)
     assert settings.tensor_parallel_size == 8 and settings.max_num_seqs == 64
-    assert settings.log_level == "debug"
+    assert settings.log_level == "debug" and settings.api_processes == 4
 
     assert objects["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
     trigger = objects["ScaledObject"]["spec"]["triggers"][0]

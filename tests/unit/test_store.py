@@ -440,3 +440,54 @@ def test_an_owners_quota_is_checked_on_its_first_write_then_every_percent() -> N
     assert due == [True, False, False, False, False, True, False, False, False, False, True]
     assert store._owner_due(BOB, 10) is True  # each owner on its own
     assert [store._owner_due(ALICE, 600) for _ in range(2)] == [False, True]  # 1% of the bytes
+
+
+def _process_writes(url: str, name: str, start: Any, count: int) -> list[str]:
+    """In a process of its own: after ``start``, store ``count`` records, each following the
+    previous one of the *other* process when it is there, then read back all of them."""
+    other = "b" if name == "a" else "a"
+
+    async def main() -> list[str]:
+        store = open_store(Settings(responses_store=url))
+        assert store is not None
+        try:
+            for i in range(count):
+                previous = f"resp_{other}{i - 1}" if i else None
+                if previous and await store.get(previous, ALICE) is None:
+                    previous = None
+                await store.put(record(f"resp_{name}{i}", previous=previous))
+            found = await asyncio.gather(*(store.get(f"resp_{n}{i}", ALICE)
+                                           for n in (name, other) for i in range(count)))
+            return [r.id for r in found if r is not None]
+        finally:
+            await store.close()
+
+    start.wait(30)
+    return asyncio.run(main())
+
+
+def test_sqlite_shared_by_processes(tmp_path: Path) -> None:
+    """What several API processes (api_processes > 1) rely on: two processes writing one new
+    SQLite file at once (schema, WAL switch, interleaved writes) both succeed, and each reads
+    what the other stored."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'responses.sqlite3'}"
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        start = manager.Event()
+        futures = [pool.submit(_process_writes, url, name, start, 60) for name in ("a", "b")]
+        time.sleep(2)  # both processes imported and waiting
+        start.set()
+        seen = [f.result(timeout=120) for f in futures]
+
+    async def check(store: ResponseStore) -> None:
+        for name in ("a", "b"):
+            chain = await store.chain(f"resp_{name}59", ALICE)  # links across processes resolve
+            assert chain is not None and chain[-1].id == f"resp_{name}59"
+        assert len({r.id for r in chain}) == len(chain)
+
+    with_store(url, check)
+    assert all(len(ids) >= 60 for ids in seen)
+    assert max(len(ids) for ids in seen) == 120  # the one that finished last read all of both
