@@ -122,8 +122,9 @@ class Settings(BaseModel):
         64, ge=1, description="Choices one /v1/completions request may ask for (prompts x n)")
 
     # --- input budgets (server/budgets.py): what one request may cost ------------------
-    max_json_depth: int = Field(64, ge=8, le=512, description="Deepest nesting of any JSON a "
-                                "request carries (messages, items, schemas, tools, metadata)")
+    max_json_depth: int = Field(64, ge=8, le=200, description="Deepest nesting of any JSON a "
+                                "request carries (messages, items, schemas, tools, metadata); at most 200, below "
+                                "the 255 levels orjson writes")
     max_json_values: int = Field(200_000, ge=1000, description="JSON values in one request body "
                                  "(counted as its commas and brackets)")
     max_schema_bytes: int = Field(256 * 1024, ge=1024, description="Largest JSON schema (response "
