@@ -85,12 +85,19 @@ class _Interrupted(BaseException):
 
 
 class _Signals:
-    """SIGTERM/SIGINT: interrupt the start-up, later wake the watch loop through a pipe."""
+    """SIGTERM/SIGINT: interrupt the start-up, later wake the watch loop through a pipe.
+
+    The pipe is Python's wakeup fd: the C-level handler writes one byte per signal whichever
+    thread the kernel delivered it to. A Python handler alone runs only when the main thread
+    executes bytecode, and the main thread sleeps in ``connection.wait``: a signal the kernel
+    delivers to one of vLLM's threads would go unnoticed until some process exits."""
 
     def __init__(self) -> None:
         self.fd, self._write = os.pipe()
         os.set_blocking(self._write, False)
+        os.set_blocking(self.fd, False)
         self.starting = True
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
@@ -98,13 +105,14 @@ class _Signals:
         if self.starting:
             self.starting = False
             raise _Interrupted
-        try:
-            os.write(self._write, b"s")
-        except BlockingIOError:
-            pass
 
-    def take(self) -> None:
-        os.read(self.fd, 64)
+    def take(self) -> bool:
+        """Whether SIGTERM or SIGINT came since the last look (the pipe holds signal numbers)."""
+        try:
+            got = os.read(self.fd, 64)
+        except BlockingIOError:
+            return False
+        return any(n in (signal.SIGTERM, signal.SIGINT) for n in got)
 
 
 def _failed(shared: SharedServer, message: str, *args: Any) -> None:
@@ -174,12 +182,11 @@ class Watch:
         by_sentinel = {p.sentinel: (i, p) for i, p in enumerate(self.clients)}
         while True:
             ready = connection.wait([*self.engine, *by_sentinel, self.signals.fd])
-            if self.signals.fd in ready:
-                self.signals.take()
+            if self.signals.fd in ready and self.signals.take():
                 log.info("signal received: draining %d API processes (up to %.0f s)",
                          len(self.clients), self.settings.drain_timeout)
                 return self._stop(self.settings.drain_timeout + STOP_GRACE)
-            for sentinel in ready:
+            for sentinel in (r for r in ready if r != self.signals.fd):
                 _reap(self.engine.get(sentinel) or by_sentinel[sentinel][1])
                 if sentinel in self.engine:
                     core = self.engine.pop(sentinel)
@@ -221,8 +228,7 @@ class Watch:
         while (alive := self._alive()) and (left := deadline - time.monotonic()) > 0:
             ready = connection.wait([*self.engine, *(p.sentinel for p in alive), self.signals.fd],
                                     timeout=left)
-            if self.signals.fd in ready:
-                self.signals.take()
+            if self.signals.fd in ready and self.signals.take():
                 log.info("second signal: stopping the API processes now")
                 for proc in alive:
                     _signal(proc, signal.SIGTERM)
