@@ -68,7 +68,8 @@ def run_http(state: ServerState, engine_factory: EngineFactory, *,
 
     server = DrainingServer(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=False, log_config=None, timeout_graceful_shutdown=5))
+        access_log=False, log_config=None, timeout_graceful_shutdown=5,
+        timeout_keep_alive=settings.keep_alive_timeout))
     exit_code = 0
 
     def on_fatal(reason: str) -> None:

@@ -144,6 +144,10 @@ class Settings(BaseModel):
         "event loop and vLLM client, sharing one port (vllm serve --api-server-count); more than 1 "
         "when one core cannot keep up with the engine's tokens (docs/deployment.md)")
     drain_timeout: float = Field(30, ge=0, description="Seconds in-flight requests get after SIGTERM")
+    keep_alive_timeout: float = Field(
+        5, gt=0, description="Seconds an idle client connection stays open (vLLM's "
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE); behind a load balancer, set it above the balancer's idle "
+        "timeout, or a request it sends on a connection the server is closing fails")
     metrics_open: bool = Field(False, description="Serve /metrics without an API key")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

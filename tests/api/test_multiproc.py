@@ -110,7 +110,10 @@ def metric(text: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tokenizer_dirs) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
-    server = start(tmp, "main", tokenizer_dirs, "--max-inflight-requests", "3")
+    # connections opened by one_each wait idle while the others are opened: past uvicorn's 5 s
+    # on a busy machine, and the server would close them under the test's next request
+    server = start(tmp, "main", tokenizer_dirs, "--max-inflight-requests", "3",
+                   "--keep-alive-timeout", "60")
     yield server
     stop(server)
 
@@ -145,6 +148,16 @@ def test_both_processes_serve_and_report_the_server(cluster):
         client.close()
     processes = {e.get("process") for e in cluster.lines()}
     assert {"supervisor", "api-0", "api-1"} <= processes
+
+
+def test_idle_connections_stay_open_for_keep_alive_timeout(cluster):
+    def local_port(response: httpx.Response) -> int:
+        return response.extensions["network_stream"].get_extra_info("socket").getsockname()[1]
+
+    with httpx.Client(base_url=cluster.url, limits=httpx.Limits(keepalive_expiry=60)) as client:
+        first = local_port(client.get("/ready"))
+        time.sleep(6)  # past the 5 s default: the server closes idle connections at 60 s here
+        assert local_port(client.get("/ready")) == first
 
 
 def test_admission_cap_holds_for_the_whole_server(cluster):

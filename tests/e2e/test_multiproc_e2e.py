@@ -38,7 +38,8 @@ from tests.e2e.test_tools_e2e import script, tokenizers  # noqa: F401 - fixture
 from tests.spec import assert_error, assert_valid_response
 
 pytestmark = pytest.mark.e2e
-TWO = ["--api-processes", "2", "--log-format", "json"]
+# one_each's connections wait idle while it opens the others: keep them past uvicorn's 5 s
+TWO = ["--api-processes", "2", "--log-format", "json", "--keep-alive-timeout", "60"]
 
 
 @pytest.fixture()
