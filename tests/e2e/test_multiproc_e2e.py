@@ -194,6 +194,7 @@ def test_sigterm_drains_every_process(capped):
     connections = one_each(capped.url)
     results: dict[int, list[str]] = {}
     streaming = threading.Barrier(3)
+    probed = threading.Event()
 
     def one(i: int, client: httpx.Client) -> None:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
@@ -203,6 +204,10 @@ def test_sigterm_drains_every_process(capped):
             for line in r.iter_lines():
                 if len(got) == 2:
                     streaming.wait(60)
+                    # two threads reading fast streams starved this process's main thread of
+                    # the GIL (measured: its POST sent only after the streams ended, when the
+                    # server had closed its socket); the server buffers meanwhile
+                    probed.wait(60)
                 got.append(line)
         results[i] = got
 
@@ -212,9 +217,12 @@ def test_sigterm_drains_every_process(capped):
     streaming.wait(60)  # a stream runs on each process
     os.kill(capped.process.pid, signal.SIGTERM)
     time.sleep(1)
-    ready = [c.get("/ready", timeout=10) for c, _ in connections]
-    refused = httpx.post(capped.url + "/v1/chat/completions", timeout=30, json={
-        "model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    try:
+        ready = [c.get("/ready", timeout=10) for c, _ in connections]
+        refused = httpx.post(capped.url + "/v1/chat/completions", timeout=30, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        probed.set()
     for t in threads:
         t.join(120)
     assert capped.process.wait(60) == 0
