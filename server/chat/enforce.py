@@ -16,7 +16,16 @@ on vLLM 0.32's backends (xgrammar 0.2.8 for SentencePiece models, llguidance 1.7
 - xgrammar also not ``patternProperties``, ``minProperties``/``maxProperties`` or an ``allOf``
   of more than one schema, which llguidance does enforce; and xgrammar builds a string from its
   ``format`` or its ``pattern`` alone, dropping ``minLength``/``maxLength`` beside either and a
-  ``pattern`` beside a ``format``.
+  ``pattern`` beside a ``format``;
+- xgrammar fails to compile a ``pattern`` that repeats anything more than 128 times (``a{200}``,
+  ``.{0,500}``, ``(ab){129,}``) with its grammar cache on, as vLLM runs it: the request used to
+  end as a 500 after admission. Those counts are refused here (a ``structured_outputs.regex``
+  compiles another way and is not affected).
+
+A known xgrammar 0.2.8 gap that is not refused: a string with ``minLength``/``maxLength`` (and no
+``pattern``/``format``) may hold raw control characters U+0000–U+001F other than CR and LF,
+which strict JSON parsers reject (mlc-ai/xgrammar#800; seen from a random model, not yet from a
+trained one). A ``pattern`` such as ``^[^\\x00-\\x1f]{0,100}$`` avoids it.
 
 Generation also closes objects: where a schema lists ``properties`` and says nothing about
 ``additionalProperties``, the backend is told ``false`` (xgrammar's strict mode does this for
@@ -26,6 +35,7 @@ model cannot run away with invented keys.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from server.chat import schemas
@@ -64,6 +74,10 @@ def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
                 return "$ref (to another document)", pointer(*path, key)
         if backend == "xgrammar" and (combo := _xgrammar_string_combo(node)) is not None:
             return combo, pointer(*path)
+        if backend == "xgrammar" and isinstance(node.get("pattern"), str):
+            count = max(_repeat_counts(node["pattern"]), default=0)
+            if count > XGRAMMAR_MAX_REPEAT:
+                return f"{{{count}}}' (above {XGRAMMAR_MAX_REPEAT}) in 'pattern", pointer(*path, "pattern")
         for key, value in node.items():
             if key in DATA:
                 continue
@@ -77,6 +91,32 @@ def unenforced(schema: Any, backend: str) -> tuple[str, str] | None:
         return None
 
     return walk(schema, ())
+
+
+XGRAMMAR_MAX_REPEAT = 128
+_COUNT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _repeat_counts(pattern: str) -> list[int]:
+    """The counts of a regex's ``{n}``, ``{n,}`` and ``{m,n}`` repetitions (not inside a
+    character class, not escaped)."""
+    counts: list[int] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern.startswith("^]", i + 1) or pattern.startswith("]", i + 1):
+                i = pattern.index("]", i + 1)  # a leading ']' is a member
+        elif c == "{" and (m := _COUNT.match(pattern, i)):
+            counts += [int(n) for n in m.groups() if n]
+        i += 1
+    return counts
 
 
 def _xgrammar_string_combo(node: dict[str, Any]) -> str | None:

@@ -190,6 +190,16 @@ def test_unenforceable_keywords_are_400s_naming_the_param(v11_server, tiny_serve
             "structured_outputs": {"json": pattern}}
     assert post(v11_server, body).status_code == 200
     assert_error(post(tiny_server, body), 400, "structured_outputs.json", "unsupported_schema_keyword")
+    # a pattern repeating more than 128 times: xgrammar (with vLLM's grammar cache) cannot compile
+    # it, which was a 500 from the engine; llguidance can
+    for count, tiny_status in ((128, 200), (200, 400)):
+        body["structured_outputs"] = {"json": {"type": "object", "properties": {
+            "s": {"type": "string", "pattern": f"^[a-z]{{0,{count}}}$"}}, "required": ["s"]}}
+        assert post(v11_server, body).status_code == 200
+        r = post(tiny_server, body)
+        assert r.status_code == tiny_status, r.text
+    err = assert_error(r, 400, "structured_outputs.json", "unsupported_schema_keyword")
+    assert "{200}" in err["message"] and "#/properties/s/pattern" in err["message"]
 
 
 # -- real clients --------------------------------------------------------------------------------

@@ -239,12 +239,21 @@ def test_xgrammar_string_combinations_it_drops_are_named():
     assert unenforced({"type": "string", "pattern": "^a+$", "maxLength": 3}, "xgrammar")[0] == "maxLength' together with 'pattern"
     assert unenforced({"type": "string", "pattern": "^a", "format": "email"}, "xgrammar")[0] == "pattern' together with 'format"
     assert unenforced({"type": "string", "maxLength": 3}, "xgrammar") is None
+    long = {"properties": {"s": {"type": "string", "pattern": "^(ab){129,}$"}}}
+    assert unenforced(long, "xgrammar") == ("{129}' (above 128) in 'pattern", "#/properties/s/pattern")
+    assert unenforced(long, "guidance") is None
+    for fine in ("^.{0,128}$", r"^\{500\}$", "^[{500}]$", "^[]{500}]$"):  # escaped, in a class
+        assert unenforced({"type": "string", "pattern": fine}, "xgrammar") is None, fine
     # the combinations that are refused are the ones xgrammar really drops
     from xgrammar.testing import _is_grammar_accept_string
 
     grammar = xgr.Grammar.from_json_schema(json.dumps({"type": "string", "pattern": "^a+$", "maxLength": 3}),
                                            any_whitespace=False)
     assert _is_grammar_accept_string(grammar, '"aaaaaa"')  # if xgrammar learns it, relax the rule
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo(["a", "b", "{", "}"]), cache_enabled=True)
+    compiler.compile_json_schema(json.dumps({"type": "string", "pattern": "^a{0,128}$"}))
+    with pytest.raises(RuntimeError):  # as vLLM compiles it; if xgrammar learns it, relax the rule
+        compiler.compile_json_schema(json.dumps({"type": "string", "pattern": "^a{0,129}$"}))
 
 
 def test_what_generation_uses_is_remembered_per_schema_and_key_order():
