@@ -12,6 +12,7 @@ opens it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -183,10 +184,34 @@ class SQLite(Dialect):
     def connect(self) -> Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Closed by the store's own thread at shutdown, never used by two threads at once.
-        conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False)
+        try:
+            _use_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+
+BUSY_SECONDS = 5
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so) unless it already is. The switch needs the file to
+    itself and SQLite answers "database is locked" at once rather than waiting, so when several
+    API processes open a new file together the losers retry for up to BUSY_SECONDS."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class Postgres(Dialect):

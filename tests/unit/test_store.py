@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -395,6 +396,31 @@ def test_postgres_that_is_not_there_is_unavailable_at_once() -> None:
 def test_sqlite_on_an_unwritable_path_is_unavailable(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     with_store(f"sqlite:///{tmp_path / 'a-file' / 'responses.sqlite3'}", assert_unavailable)
+
+
+def test_sqlite_opened_while_another_process_writes_a_new_file(tmp_path: Path) -> None:
+    """Several API processes opening one new file: while one holds a write, another's switch to
+    WAL waits for it (SQLite refuses that switch at once instead of waiting: CI saw the put fail
+    with "database is locked"), then it stores and reads."""
+    path = tmp_path / "responses.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+
+    async def check(store: ResponseStore) -> None:
+        await store.put(record("resp_1"))
+        assert (await store.get("resp_1", ALICE)) is not None
+
+    try:
+        with_store(f"sqlite:///{path}", check)
+    finally:
+        release.join()
+        other.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_postgres_store_recovers_after_a_restart(postgres_server: PostgresServer) -> None:
