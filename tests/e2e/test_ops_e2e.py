@@ -143,6 +143,7 @@ def test_sigterm_drains_a_stream_in_flight(ops):
             "ignore_eos": True, "stream": True}
     result: dict = {"lines": []}
     started = threading.Event()
+    probed = threading.Event()
 
     def consume():
         # read the stream as it comes, so the test knows it is running (not a /status poll that
@@ -152,8 +153,12 @@ def test_sigterm_drains_a_stream_in_flight(ops):
                 result["status"] = r.status_code
                 for line in r.iter_lines():
                     result["lines"].append(line)
-                    if line.startswith("data:"):
+                    if line.startswith("data:") and not started.is_set():
                         started.set()
+                        # a thread reading a fast stream starved the main thread of the GIL
+                        # (CI: its /ready probe went out after the 7 s stream had ended and the
+                        # server had exited); the server buffers meanwhile
+                        probed.wait(60)
         finally:
             started.set()
 
@@ -162,9 +167,12 @@ def test_sigterm_drains_a_stream_in_flight(ops):
     assert started.wait(60), "the stream never started"
     assert result.get("status") == 200 and t.is_alive(), result
     os.kill(ops.process.pid, signal.SIGTERM)
-    time.sleep(0.5)
-    ready = httpx.get(ops.url + "/ready", timeout=5)
-    refused = chat(ops)
+    try:
+        time.sleep(0.5)
+        ready = httpx.get(ops.url + "/ready", timeout=5)
+        refused = chat(ops)
+    finally:
+        probed.set()
     t.join(120)
     assert ready.status_code == 503
     assert_error(refused, 503, code="server_draining")
