@@ -152,12 +152,15 @@ def test_metrics_totals_equal_the_requests_sent(tiny_server):
 def capped(pool):
     pool.make_room(1)
     server = start_server("two-processes-capped", [
-        "--served-model-name", MODEL, *TWO, "--max-inflight-requests", "3", "--drain-timeout", "30"])
+        "--served-model-name", MODEL, *SCRIPTED, *TWO, "--max-inflight-requests", "3",
+        "--drain-timeout", "30"])
     yield server
     stop_server(server)
 
 
-def test_admission_cap_holds_for_the_whole_server(capped):
+def test_admission_cap_holds_for_the_whole_server(capped, tmp_path):
+    hold = tmp_path / "hold"  # the three admitted stay in flight until every answer is in
+    hold.touch()
     connections = one_each(capped.url, per_process=4)
     codes: dict[int, int] = {}
     answered = threading.Barrier(9)
@@ -165,7 +168,8 @@ def test_admission_cap_holds_for_the_whole_server(capped):
 
     def one(i: int, client: httpx.Client) -> None:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 3000, "ignore_eos": True, "stream": True}
+                "max_tokens": 300, "ignore_eos": True, "stream": True,
+                "vllm_xargs": {"hold": str(hold), "hold_for": 3}}
         with client.stream("POST", "/v1/chat/completions", json=body,
                            headers={"X-Request-Id": f"mp-cap-{i}"}) as r:
             codes[i] = r.status_code
@@ -177,6 +181,7 @@ def test_admission_cap_holds_for_the_whole_server(capped):
         t.start()
     answered.wait(60)
     status = connections[0][0].get("/status").json()
+    hold.unlink()
     release.set()
     for t in threads:
         t.join(60)
@@ -190,24 +195,24 @@ def test_admission_cap_holds_for_the_whole_server(capped):
     close(connections)
 
 
-def test_sigterm_drains_every_process(capped):
+def test_sigterm_drains_every_process(capped, tmp_path):
+    # both streams are held in flight (tests/e2e/scripted.py) while the draining server is
+    # probed, then released: they must still end normally, inside the drain window
+    hold = tmp_path / "hold"
+    hold.touch()
     connections = one_each(capped.url)
     results: dict[int, list[str]] = {}
     streaming = threading.Barrier(3)
-    probed = threading.Event()
 
     def one(i: int, client: httpx.Client) -> None:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 1500, "ignore_eos": True, "stream": True}
+                "max_tokens": 300, "ignore_eos": True, "stream": True,
+                "vllm_xargs": {"hold": str(hold), "hold_for": 2}}
         got: list[str] = []
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
             for line in r.iter_lines():
                 if len(got) == 2:
                     streaming.wait(60)
-                    # two threads reading fast streams starved this process's main thread of
-                    # the GIL (measured: its POST sent only after the streams ended, when the
-                    # server had closed its socket); the server buffers meanwhile
-                    probed.wait(60)
                 got.append(line)
         results[i] = got
 
@@ -216,13 +221,17 @@ def test_sigterm_drains_every_process(capped):
         t.start()
     streaming.wait(60)  # a stream runs on each process
     os.kill(capped.process.pid, signal.SIGTERM)
-    time.sleep(1)
     try:
+        for _ in range(60):  # the supervisor forwards the signal to each API process
+            phases = [p["phase"] for p in httpx.get(capped.url + "/status").json()["api_processes"]]
+            if phases == ["draining", "draining"]:
+                break
+            time.sleep(0.5)
         ready = [c.get("/ready", timeout=10) for c, _ in connections]
         refused = httpx.post(capped.url + "/v1/chat/completions", timeout=30, json={
             "model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
     finally:
-        probed.set()
+        hold.unlink()
     for t in threads:
         t.join(120)
     assert capped.process.wait(60) == 0

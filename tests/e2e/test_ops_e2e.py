@@ -17,7 +17,8 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import CACHE, KV_CACHE_GIB, ROOT, RunningServer, free_port, stop_server
+from tests.e2e.conftest import (CACHE, KV_CACHE_GIB, ROOT, SCRIPTED, RunningServer, free_port,
+                                stop_server)
 from tests.spec import assert_error
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,7 @@ def ops(pool):
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
          "--served-model-name", MODEL, "--max-inflight-requests", "2", "--drain-timeout", "20",
-         "--log-format", "json"],
+         "--log-format", "json", *SCRIPTED],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     server = RunningServer(f"http://127.0.0.1:{port}", proc, log)
     seen: list[tuple[int, str | None]] = []
@@ -79,19 +80,25 @@ def test_http_up_before_engine_then_ready(ops):
     assert status["phase"] == "ready" and status["load_time_s"] > 0
 
 
-def test_admission_429_under_burst(ops):
+def test_admission_429_under_burst(ops, tmp_path):
+    hold = tmp_path / "hold"  # the admitted requests stay in flight until it is deleted
+    hold.touch()
     results: list[httpx.Response] = []
 
-    def one():  # each takes over a second here, so the six overlap
-        results.append(chat(ops, max_tokens=400, ignore_eos=True))
+    def one():
+        results.append(chat(ops, max_tokens=16, ignore_eos=True, vllm_xargs={"hold": str(hold)}))
 
     threads = [threading.Thread(target=one) for _ in range(6)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60
+    while len(results) < 4 and time.monotonic() < deadline:  # the four beyond the cap of 2
+        time.sleep(0.05)
+    hold.unlink()
     for t in threads:
         t.join()
     codes = sorted(r.status_code for r in results)
-    assert codes.count(200) >= 2 and 429 in codes, codes
+    assert codes == [200] * 2 + [429] * 4, codes
     rejected = next(r for r in results if r.status_code == 429)
     assert_error(rejected, 429, code="rate_limit_exceeded")
     assert rejected.headers["retry-after"]
@@ -136,29 +143,24 @@ def test_json_logs_with_request_id(ops):
     assert "hi" not in json.dumps(access[0])  # no prompt text unless log_prompts
 
 
-def test_sigterm_drains_a_stream_in_flight(ops):
-    # ~2000 tokens take several seconds here: the stream is surely running at SIGTERM, and ends
-    # well inside the 20 s drain window
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000,
-            "ignore_eos": True, "stream": True}
+def test_sigterm_drains_a_stream_in_flight(ops, tmp_path):
+    # the stream is held in flight (tests/e2e/scripted.py) while the draining server is probed,
+    # then released: it must still end normally, inside the 20 s drain window
+    hold = tmp_path / "hold"
+    hold.touch()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 300,
+            "ignore_eos": True, "stream": True, "vllm_xargs": {"hold": str(hold)}}
     result: dict = {"lines": []}
     started = threading.Event()
-    probed = threading.Event()
 
     def consume():
-        # read the stream as it comes, so the test knows it is running (not a /status poll that
-        # can miss a request or see another one)
         try:
             with httpx.stream("POST", ops.url + "/v1/chat/completions", json=body, timeout=120) as r:
                 result["status"] = r.status_code
                 for line in r.iter_lines():
                     result["lines"].append(line)
-                    if line.startswith("data:") and not started.is_set():
+                    if line.startswith("data:"):
                         started.set()
-                        # a thread reading a fast stream starved the main thread of the GIL
-                        # (CI: its /ready probe went out after the 7 s stream had ended and the
-                        # server had exited); the server buffers meanwhile
-                        probed.wait(60)
         finally:
             started.set()
 
@@ -168,11 +170,14 @@ def test_sigterm_drains_a_stream_in_flight(ops):
     assert result.get("status") == 200 and t.is_alive(), result
     os.kill(ops.process.pid, signal.SIGTERM)
     try:
-        time.sleep(0.5)
-        ready = httpx.get(ops.url + "/ready", timeout=5)
+        for _ in range(60):
+            ready = httpx.get(ops.url + "/ready", timeout=5)
+            if ready.status_code == 503:
+                break
+            time.sleep(0.5)
         refused = chat(ops)
     finally:
-        probed.set()
+        hold.unlink()
     t.join(120)
     assert ready.status_code == 503
     assert_error(refused, 503, code="server_draining")
