@@ -17,8 +17,15 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import (CACHE, KV_CACHE_GIB, ROOT, SCRIPTED, RunningServer, free_port,
-                                stop_server)
+from tests.e2e.conftest import (
+    CACHE,
+    KV_CACHE_GIB,
+    ROOT,
+    SCRIPTED,
+    RunningServer,
+    free_port,
+    stop_server,
+)
 from tests.spec import assert_error
 
 pytestmark = pytest.mark.e2e
