@@ -11,6 +11,7 @@ API process runs it on the socket the supervisor bound (``server/multiproc.py``)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 from collections.abc import Callable
@@ -43,7 +44,9 @@ def run_http(state: ServerState, engine_factory: EngineFactory, *,
                 super().handle_exit(sig, frame)  # nothing to drain, or a second signal
                 return
             self.draining = True
-            asyncio.get_event_loop().create_task(self._drain())
+            # a signal handler runs inside whatever task was interrupted: a fresh context keeps
+            # that request's id off the drain's log lines
+            asyncio.get_event_loop().create_task(self._drain(), context=contextvars.Context())
 
         async def _drain(self) -> None:
             await state.drain(settings.drain_timeout)

@@ -194,3 +194,8 @@ def test_sigterm_drains_a_stream_in_flight(ops, tmp_path):
     finishes = [ch["finish_reason"] for c in events[:-1] if "choices" in c for ch in c["choices"] if ch["finish_reason"]]
     assert finishes == ["length"], events[-3:]
     assert ops.process.wait(60) == 0
+    drain_lines = [e for e in (json.loads(x) for x in ops.log.read_text().splitlines()
+                               if x.startswith("{"))
+                   if e.get("msg", "").startswith(("draining:", "drained"))]
+    # not attributed to whichever request the signal happened to interrupt
+    assert len(drain_lines) == 2 and not any("request_id" in e for e in drain_lines), drain_lines
