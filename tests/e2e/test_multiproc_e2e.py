@@ -136,8 +136,12 @@ def test_metrics_totals_equal_the_requests_sent(tiny_server):
         prompt += usage["prompt_tokens"]
         completion += usage["completion_tokens"]
     assert sorted(set(served_by(tiny_server, ids))) == ["api-0", "api-1"]
-    time.sleep(1)  # vLLM records a request's stats when its last output is processed
-    after = [metrics(c) for c, _ in connections]
+    for _ in range(100):  # vLLM records a request's stats when its last output is processed
+        after = [metrics(c) for c, _ in connections]
+        if all(a["vllm:request_success_total"] - before[0]["vllm:request_success_total"] >= 8
+               for a in after):
+            break
+        time.sleep(0.2)
     for name, sent in (("mserve:requests_total_200", 8), ("vllm:request_success_total", 8),
                        ("vllm:prompt_tokens_total", prompt),
                        ("vllm:generation_tokens_total", completion)):
@@ -258,7 +262,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_killing_the_engine_core_ends_every_process(tiny_server):
+def test_killing_the_engine_core_ends_every_process(tiny_server, tmp_path):
+    hold = tmp_path / "hold"  # both streams are still in flight when the core dies
+    hold.touch()
     api = [p["pid"] for p in httpx.get(tiny_server.url + "/status").json()["api_processes"]]
     (core,) = [c for c in _children(tiny_server.process.pid)
                if b"EngineCore" in Path(f"/proc/{c}/cmdline").read_bytes()]
@@ -268,7 +274,8 @@ def test_killing_the_engine_core_ends_every_process(tiny_server):
 
     def one(i: int, client: httpx.Client) -> None:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 3000, "ignore_eos": True, "stream": True}
+                "max_tokens": 300, "ignore_eos": True, "stream": True,
+                "vllm_xargs": {"hold": str(hold), "hold_for": 2}}
         got: list[str] = []
         try:
             with client.stream("POST", "/v1/chat/completions", json=body) as r:

@@ -143,9 +143,12 @@ def test_metrics_names(ops):
 def test_json_logs_with_request_id(ops):
     r = chat(ops, max_tokens=2)
     rid = r.headers["x-request-id"]
-    time.sleep(0.5)
-    lines = [json.loads(line) for line in ops.log.read_text().splitlines() if line.startswith("{")]
-    access = [e for e in lines if e.get("logger") == "server.access" and e.get("request_id") == rid]
+    for _ in range(100):  # the access line is written once the response is sent
+        lines = [json.loads(x) for x in ops.log.read_text().splitlines() if x.startswith("{")]
+        access = [e for e in lines if e.get("logger") == "server.access" and e.get("request_id") == rid]
+        if access:
+            break
+        time.sleep(0.1)
     assert access and access[0]["status"] == 200 and "duration_ms" in access[0]
     assert "hi" not in json.dumps(access[0])  # no prompt text unless log_prompts
 
