@@ -53,6 +53,13 @@ class ModelInfo:
         return "xgrammar" if self.vocab.is_spm else "guidance"
 
     @property
+    def think_token_ids(self) -> tuple[int, int] | None:
+        """The ``[THINK]`` and ``[/THINK]`` control token ids (v13+ tokenizers), else None: the
+        engine can bound thinking (``thinking_token_budget``) only with them."""
+        think, end = self.vocab.special_id("[THINK]"), self.vocab.special_id("[/THINK]")
+        return None if think is None or end is None else (think, end)
+
+    @property
     def vision(self) -> bool:
         return self.image_config is not None
 

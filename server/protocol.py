@@ -258,6 +258,7 @@ class ChatCompletionRequest(_Lenient):
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
     include_reasoning: bool = True
+    thinking_token_budget: int | None = Field(None, ge=0)
     vllm_xargs: dict[str, Any] | None = None
     user: str | None = None
     request_id: str | None = Field(None, max_length=128)

@@ -73,4 +73,5 @@ def engine_config(settings: Settings, model: ModelInfo) -> EngineConfig:
         structured_backend=model.structured_backend,
         logits_processors=tuple(settings.logits_processors),
         extra=tuple(sorted(extra.items())),
+        think_token_ids=model.think_token_ids,
     )

@@ -126,6 +126,8 @@ def _thinking(req: MessagesRequest, model: ModelInfo) -> dict[str, Any]:
     Not given: the model's own habit (a reasoning model thinks, and its thinking is returned).
     On (``enabled``, ``adaptive``, ``between_tools``): ``reasoning_effort: high`` where the
     tokenizer has model settings (v15+), else the preset's reasoning system prompt if it has one.
+    ``budget_tokens`` bounds the thinking where the tokenizer has ``[THINK]`` control tokens: the
+    engine writes ``[/THINK]`` once the thinking reaches it (``thinking_token_budget``).
     ``disabled``: ``reasoning_effort: none`` (v15+), else ``[THINK]`` is made unreachable
     (``logit_bias``), and thinking text is dropped from the answer in any case. Models that do
     not reason ignore it, as Anthropic documents for models without thinking.
@@ -136,9 +138,11 @@ def _thinking(req: MessagesRequest, model: ModelInfo) -> dict[str, Any]:
     version = model.tokenizer.instruct_tokenizer.tokenizer.version
     settings = bool(getattr(version, "supports_model_settings", False))
     if thinking.type != "disabled":
-        if settings:
-            return {"reasoning_effort": "high"}
-        return {"prompt_mode": "reasoning"} if model.reasoning_system_prompt else {}
+        on: dict[str, Any] = {"reasoning_effort": "high"} if settings else \
+            {"prompt_mode": "reasoning"} if model.reasoning_system_prompt else {}
+        if thinking.budget_tokens is not None and model.think_token_ids is not None:
+            on["thinking_token_budget"] = thinking.budget_tokens  # the engine ends thinking
+        return on
     fields: dict[str, Any] = {"include_reasoning": False}
     think = model.vocab.special_id("[THINK]")
     if settings:

@@ -17,6 +17,7 @@ _FIELDS = [  # chat field (prefix) → Anthropic field
     (re.compile(r"^tool_choice\.function"), "tool_choice"),
     (re.compile(r"^response_format\.json_schema\.schema"), "output_config.format.schema"),
     (re.compile(r"^response_format(\.json_schema)?"), "output_config.format"),
+    (re.compile(r"^thinking_token_budget$"), "thinking.budget_tokens"),
     (re.compile(r"^(reasoning_effort|prompt_mode|include_reasoning|logit_bias)$"), "thinking"),
     (re.compile(r"^parallel_tool_calls$"), "tool_choice.disable_parallel_tool_use"),
     (re.compile(r"^stop$"), "stop_sequences"),

@@ -45,6 +45,7 @@ class SamplingRequest:
     stop_token_ids: tuple[int, ...] = ()
     logit_bias: dict[str, float] | None = None
     extra_args: dict[str, Any] | None = None
+    thinking_token_budget: int | None = None
     top_logprobs: int | None = None  # None = no logprobs in the response
     prompt_logprobs: int | None = None  # None = none (text completions' echo)
     # a max_tokens beyond the context is cut to what fits instead of refused (Anthropic's API)
@@ -69,6 +70,7 @@ def chat_sampling(req: ChatCompletionRequest) -> SamplingRequest:
         stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
         stop_token_ids=tuple(req.stop_token_ids or ()), logit_bias=req.logit_bias,
         extra_args=req.vllm_xargs, top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        thinking_token_budget=req.thinking_token_budget,
         fit_max_tokens=req.fit_max_tokens,
         max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
 
@@ -162,6 +164,7 @@ def plan_sampling(
         logit_bias=_logit_bias(req.logit_bias, vocab_size),
         constraint=constraint,
         extra_args=req.extra_args,
+        thinking_token_budget=req.thinking_token_budget,
         **values,
     )
     return Plan(sampling=spec, stop=StopStrings(req.stop) if req.stop else None, choices=req.n,

@@ -34,6 +34,7 @@ from server.engine.base import CompletionDelta, EngineClient
 from server.errors import (
     APIError,
     EngineFailure,
+    InvalidRequest,
     ModelNotFound,
     error_body,
 )
@@ -124,6 +125,10 @@ class ChatService:
     def _prepare_with(self, req: ChatCompletionRequest, images: Sequence[Image.Image]) -> Prepared:
         """The rest of ``prepare``, once the model is checked and the images (in prompt order)
         are loaded."""
+        if req.thinking_token_budget is not None and self.model.think_token_ids is None:
+            raise InvalidRequest("'thinking_token_budget' needs a model whose tokenizer has "
+                                 "[THINK] and [/THINK] tokens; this one has none.",
+                                 param="thinking_token_budget", code="invalid_value")
         tools = plan_tools(req, self.model, compact_json=self.compact_json)
         prompt = self.renderer.render(req, include_tools=bool(req.tools), images=images)
         constraint = tools.constraint or constraint_for(req, self.model, compact_json=self.compact_json)

@@ -38,6 +38,8 @@ class SamplingSpec:
     logit_bias: dict[int, float] | None = None
     constraint: Constraint | None = None
     extra_args: dict[str, Any] | None = None
+    # most tokens between [THINK] and [/THINK]; then the engine writes [/THINK] itself
+    thinking_token_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ class EngineConfig:
     structured_backend: str
     logits_processors: tuple[str, ...]
     extra: tuple[tuple[str, Any], ...]
+    # the [THINK] and [/THINK] control token ids, when the tokenizer has them: the engine can
+    # then end a request's thinking at its ``thinking_token_budget``
+    think_token_ids: tuple[int, int] | None = None
 
 
 def _constraint_params(constraint: Constraint) -> Any:
@@ -75,6 +78,7 @@ def to_sampling_params(spec: SamplingSpec) -> Any:
         "prompt_logprobs": spec.prompt_logprobs,
         "logit_bias": spec.logit_bias,
         "extra_args": spec.extra_args,
+        "thinking_token_budget": spec.thinking_token_budget,
     }
     kwargs = {k: v for k, v in optional.items() if v is not None}
     if spec.constraint is not None:
@@ -132,6 +136,8 @@ def engine_args(config: EngineConfig) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     extra = dict(config.extra)
+    if config.think_token_ids is not None and "reasoning_config" not in extra:
+        extra["reasoning_config"] = _reasoning_config(*config.think_token_ids)
     return AsyncEngineArgs(
         model=config.model_dir,
         served_model_name=[config.served_model_name],
@@ -150,6 +156,21 @@ def engine_args(config: EngineConfig) -> Any:
         **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
         **extra,
     )
+
+
+def _reasoning_config(think: int, end_think: int) -> Any:
+    """vLLM's thinking-budget configuration for ``[THINK]``/``[/THINK]`` control tokens.
+
+    vLLM derives the token ids by encoding the strings with the tokenizer, but a Mistral
+    tokenizer encodes ``"[THINK]"`` as plain text, never as the control token the model writes;
+    so the ids are given, and vLLM takes ids already present as initialised."""
+    from vllm.config.reasoning import ReasoningConfig
+
+    config = ReasoningConfig(reasoning_start_str="[THINK]", reasoning_end_str="[/THINK]")
+    config._reasoning_start_token_ids = [think]
+    config._reasoning_end_token_ids = [end_think]
+    config._natural_reasoning_end_token_ids = [end_think]
+    return config
 
 
 class VllmEngine:

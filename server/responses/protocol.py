@@ -19,7 +19,7 @@ from server.protocol import validation_error
 # chat-request fields a Responses request may carry through extra_body, with the chat meaning
 PASSTHROUGH = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
                "seed", "stop", "ignore_eos", "min_tokens", "stop_token_ids", "logit_bias",
-               "structured_outputs", "vllm_xargs", "include_reasoning")
+               "structured_outputs", "vllm_xargs", "include_reasoning", "thinking_token_budget")
 
 # what OpenAI's API has and we refuse, with why
 UNSUPPORTED = {

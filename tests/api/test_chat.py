@@ -6,7 +6,7 @@ import pytest
 
 from tests.api.harness import MODEL, serve, sse_events, text_tokens
 from tests.conftest import tokenizer_for
-from tests.spec import assert_valid
+from tests.spec import assert_error, assert_valid
 
 BASIC = {
     "model": MODEL,
@@ -208,3 +208,25 @@ def test_mid_stream_engine_failure_is_an_error_event_then_done(v3):
     # A dead engine fails readiness and refuses work (the real process also exits to restart).
     assert after.status_code == 503 and ready.status_code == 503
     assert_valid("ErrorResponse", after.json())
+
+
+def test_thinking_token_budget_reaches_the_engine(tokenizer_dirs):
+    directory = tokenizer_dirs["v13-tekken"]  # [THINK] and [/THINK] are control tokens
+    tok = tokenizer_for(directory)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
+    with serve(directory, lambda p, s, i: text_tokens(tok, "Hello.")) as (client, fake):
+        bounded = client.post("/v1/chat/completions", json={**body, "thinking_token_budget": 10})
+        budget = fake.requests[-1][1].thinking_token_budget
+        client.post("/v1/chat/completions", json=body)
+        unbounded = fake.requests[-1][1].thinking_token_budget
+        negative = client.post("/v1/chat/completions", json={**body, "thinking_token_budget": -1})
+    assert bounded.status_code == 200 and budget == 10 and unbounded is None
+    assert_error(negative, 400, param="thinking_token_budget")
+
+
+def test_thinking_token_budget_needs_think_tokens(v3):
+    directory, tok = v3
+    with serve(directory, lambda p, s, i: text_tokens(tok, "Hello.")) as (client, fake):
+        r = client.post("/v1/chat/completions", json={**BASIC, "thinking_token_budget": 10})
+    assert_error(r, 400, param="thinking_token_budget", code="invalid_value")
+    assert fake.requests == []

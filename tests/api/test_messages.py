@@ -197,6 +197,19 @@ def test_thinking_on_off_and_omitted_on_a_reasoning_model(tokenizer_dirs):
     assert not any(e.get("delta", {}).get("type") == "thinking_delta" for e in events)
 
 
+def test_budget_tokens_bound_the_thinking_in_the_engine(tokenizer_dirs):
+    s = Script(tokenizer_dirs, "v13-tekken")
+    with serve(s.dir, _thinker(s), reasoning_system_prompt="Think step by step.") as (client, fake):
+        create(client, thinking={"type": "enabled", "budget_tokens": 1500}, max_tokens=2048)
+        enabled = fake.requests[-1][1]
+        create(client, thinking={"type": "adaptive"})
+        adaptive = fake.requests[-1][1]
+        create(client)
+        default = fake.requests[-1][1]
+    assert enabled.thinking_token_budget == 1500
+    assert adaptive.thinking_token_budget is None and default.thinking_token_budget is None
+
+
 def test_thinking_is_accepted_and_ignored_elsewhere(tokenizer_dirs):
     s = Script(tokenizer_dirs, "v7-tekken")
     with serve(s.dir, lambda p, sp, i: s.ids("Hello.")) as (client, fake):
@@ -207,6 +220,7 @@ def test_thinking_is_accepted_and_ignored_elsewhere(tokenizer_dirs):
     for r in (plain, on, off):
         assert assert_message(r.json()).content[0].text == "Hello."
     assert fake.requests[-1][0] == fake.requests[-2][0] == prompt
+    assert fake.requests[-2][1].thinking_token_budget is None  # no [THINK] token to bound
 
 
 def test_every_request_block_reaches_the_prompt(tokenizer_dirs):

@@ -100,6 +100,26 @@ def test_stream_thinking_text_and_tool_input(v13_server, tokenizers):
     assert [b.type for b in plain.content] == ["text"]
 
 
+def test_budget_tokens_end_the_thinking(v13_server, tokenizers):
+    """The engine writes [/THINK] once the thinking reaches budget_tokens (vLLM's thinking budget,
+    configured by the server with the tokenizer's [THINK] ids); without it, the scripted model
+    thinks to the end of its script."""
+    tok, sdk, model = tokenizers("v13-tekken"), client(v13_server), model_id(v13_server)
+    thought = " ".join(f"step {i} holds." for i in range(200))
+    assert len(script(tok, thought)) > 1200
+    parts = ("[THINK]", thought, "[/THINK]", "Done.")
+    free = sdk.messages.create(model=model, max_tokens=2500, messages=ASK, **scripted(tok, *parts))
+    bounded = sdk.messages.create(model=model, max_tokens=2500, messages=ASK,
+                                  thinking={"type": "enabled", "budget_tokens": 1024},
+                                  **scripted(tok, *parts))
+    assert [b.type for b in free.content] == ["thinking", "text"] and free.content[0].thinking == thought
+    thinking = bounded.content[0]
+    assert thinking.type == "thinking" and thought.startswith(thinking.thinking)
+    assert 1000 <= len(script(tok, thinking.thinking)) <= 1024
+    # the script goes on after the forced [/THINK]: the rest of its thought becomes the answer
+    assert bounded.content[1].type == "text" and bounded.content[1].text.endswith("Done.")
+
+
 @pytest.mark.parametrize("server_name", ["tiny_server", "v11_server", "v13_server"])
 def test_forced_tool_use_from_the_random_model_fits_the_schema(request, server_name):
     server = request.getfixturevalue(server_name)

@@ -180,3 +180,23 @@ def test_presets_are_documented() -> None:
     doc = (ROOT / "docs" / "deployment.md").read_text()
     for name in PRESETS:
         assert f"`{name}`" in doc, f"{name} missing from docs/deployment.md"
+
+
+@pytest.mark.parametrize("kind", ["v13-tekken", "v11-tekken"])
+def test_think_tokens_configure_the_engines_thinking_budget(kind: str, tokenizer_dirs: dict[str, Path]) -> None:
+    """With [THINK]/[/THINK] control tokens, vLLM gets their ids for ``thinking_token_budget``
+    (it would encode the strings as plain text); without them, no reasoning configuration."""
+    pytest.importorskip("vllm.engine.arg_utils", reason="vLLM is not installed")
+    from server.engine.vllm_engine import engine_args
+    from server.runconfig import engine_config
+
+    settings, _, _ = load_settings(["--model", str(tokenizer_dirs[kind])], env={})
+    info = load_model_info(settings)
+    config = engine_args(engine_config(settings, info)).reasoning_config
+    think, end = info.vocab.special_id("[THINK]"), info.vocab.special_id("[/THINK]")
+    if think is None:
+        assert config is None
+        return
+    config.initialize_token_ids(None)  # vLLM's own start-up call: the ids are there already
+    assert config.enabled
+    assert (config.reasoning_start_token_ids, config.reasoning_end_token_ids) == ([think], [end])
