@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/ready", "/status", "/openapi.json", "/docs"})
 
 
-def error_response(err: APIError, path: str = "") -> JSONResponse:
-    """``err`` in the envelope of the API ``path`` belongs to."""
-    return JSONResponse(envelope_for(path)(err), status_code=err.status, headers=err.headers)
+def error_response(err: APIError, scope: Scope) -> JSONResponse:
+    """``err`` in the envelope of the API the request's path (and client) belongs to."""
+    return JSONResponse(envelope_for(scope["path"], scope.get("headers", ()))(err),
+                        status_code=err.status, headers=err.headers)
 
 
 class BodyLimit:
@@ -54,7 +55,7 @@ class BodyLimit:
         too_large = PayloadTooLarge(f"The request body exceeds the limit of {self.limit} bytes.")
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(too_large, scope["path"])(scope, receive, send)
+            await error_response(too_large, scope)(scope, receive, send)
             return
         seen = 0
 
@@ -113,7 +114,7 @@ class FrontDoor:
                 try:
                     scope[auth.SCOPE_KEY] = auth.identify(scope.get("headers", []), self.keys)
                 except APIError as err:
-                    await error_response(err, path)(scope, receive, send_with_id)
+                    await error_response(err, scope)(scope, receive, send_with_id)
                     return
             await self.app(scope, receive, send_with_id)
         finally:
@@ -156,11 +157,11 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
-        return error_response(err, request.url.path)
+        return error_response(err, request.scope)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(list(err.errors())), request.url.path)
+        return error_response(validation_error(list(err.errors())), request.scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -171,12 +172,12 @@ def create_app(state: ServerState, engine_factory: EngineFactory) -> FastAPI:
             found = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         else:
             found = APIError(str(err.detail))
-        return error_response(found, request.url.path)
+        return error_response(found, request.scope)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
-        return error_response(INTERNAL, request.url.path)
+        return error_response(INTERNAL, request.scope)
 
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     return app

@@ -16,13 +16,14 @@
 Code raises these; ``error_body`` turns one into the OpenAI envelope
 ``{"error": {"message", "type", "param", "code"}}`` for JSON responses and for the SSE error
 event alike; paths of another API get that API's envelope (``ENVELOPES``: Anthropic's
-``{"type": "error", "error": {"type", "message"}}`` under ``/v1/messages``). Anything else that
+``{"type": "error", "error": {"type", "message"}}`` under ``/v1/messages``, and under
+``/v1/models`` for Anthropic's clients). Anything else that
 escapes is logged and answered as a generic 500 with no Python internals in the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from server.logs import request_id_var
@@ -140,12 +141,20 @@ Envelope = Callable[[APIError], dict[str, Any]]
 ENVELOPES: tuple[tuple[str, Envelope], ...] = (("/v1/messages", anthropic_error_body),)
 
 
-def envelope_for(path: str) -> Envelope:
-    """How errors on ``path`` are written (the same for its JSON answers and its middleware)."""
+def envelope_for(path: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> Envelope:
+    """How errors on ``path`` are written (the same for its JSON answers and its middleware).
+    ``/v1/models`` belongs to both APIs: Anthropic's clients, which send ``anthropic-version``
+    on every request, get Anthropic's envelope there."""
     for prefix, envelope in ENVELOPES:
         if path.startswith(prefix):
             return envelope
+    if path.startswith("/v1/models") and is_anthropic_client(headers):
+        return anthropic_error_body
     return error_body
+
+
+def is_anthropic_client(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"anthropic-version" for name, _ in headers)
 
 
 INTERNAL = EngineFailure("The server had an error while processing your request.", code="internal_error")

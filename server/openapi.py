@@ -136,6 +136,11 @@ ANTHROPIC_ERRORS: dict[int, tuple[str, Schema]] = {
 ANTHROPIC_SECURED = [{"bearerAuth": []}, {"apiKeyAuth": []}]
 
 
+ANTHROPIC_MODELS = ("With an `anthropic-version` header (Anthropic's SDKs send it), Anthropic's "
+                    "Models API instead: `ModelInfo` objects, pages with `has_more`, `first_id` "
+                    "and `last_id` (`limit`, `after_id`, `before_id`), and Anthropic's errors.")
+
+
 def _op(op_id: str, summary: str, tag: str, ok: Schema, errors: tuple[int, ...] = (), *,
         body: str | None = None, secured: bool = True, anthropic: bool = False,
         **extra: Any) -> Schema:
@@ -233,11 +238,12 @@ def paths() -> Schema:
             description="The same body as `/v1/messages` (`max_tokens` may be left out).")},
         "/v1/models": {"get": _op("listModels", "List models", "Models",
                                   _json("ListModelsResponse", "The served model and its aliases."),
-                                  (401,))},
+                                  (401,), description=ANTHROPIC_MODELS)},
         "/v1/models/{model_id}": {"get": _op(
             "retrieveModel", "Retrieve a model", "Models", _json("Model", "The model card."),
             (401, 404), parameters=[_path_param("model_id", "A model id or alias; it may contain "
-                                                "`/`, sent as is.")])},
+                                                "`/`, sent as is.")],
+            description=ANTHROPIC_MODELS)},
         "/health": {"get": _op("health", "Liveness", "Operations",
                                _json("HealthStatus", "The process answers."), secured=False)},
         "/ready": {"get": ready},

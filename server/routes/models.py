@@ -5,15 +5,21 @@ a Mistral ``BaseModelCard`` (what the ``mistralai`` SDK validates): ``type: "bas
 ``capabilities`` from the model's preset, ``max_context_length`` (the engine's once loaded),
 ``aliases`` (the other ids this server accepts for the model) and, when the preset has one,
 ``default_model_temperature``.
+
+Anthropic's clients (they send ``anthropic-version`` on every request) get Anthropic's Models
+API instead: ``ModelInfo`` objects (``type: "model"``, ``id``, ``display_name``, ``created_at``,
+``max_input_tokens``…) in a page (``has_more``, ``first_id``, ``last_id``; ``limit``,
+``after_id``, ``before_id``), and errors in Anthropic's envelope.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.errors import ModelNotFound
+from server.errors import InvalidRequest, ModelNotFound, is_anthropic_client
 from server.model import ModelInfo
 
 router = APIRouter()
@@ -60,6 +66,8 @@ async def list_models(request: Request) -> dict[str, Any]:
     created = int(state.started_at)
     ids = [state.model.id, *state.model.aliases]
     context = _context_length(state)
+    if is_anthropic_client(request.scope["headers"]):
+        return _anthropic_page(request, ids, created, context)
     return {"object": "list", "data": [model_card(state.model, i, created, context) for i in ids]}
 
 
@@ -68,4 +76,43 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     state = request.app.state.server
     if model_id != state.model.id and model_id not in state.model.aliases:
         raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+    if is_anthropic_client(request.scope["headers"]):
+        return anthropic_model(model_id, int(state.started_at), _context_length(state))
     return model_card(state.model, model_id, int(state.started_at), _context_length(state))
+
+
+def anthropic_model(model_id: str, created: int, context: int | None) -> dict[str, Any]:
+    """An Anthropic ``ModelInfo``; the context bounds both the input and ``max_tokens``."""
+    info: dict[str, Any] = {
+        "type": "model", "id": model_id, "display_name": model_id,
+        "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lifecycle": "active", "deprecated_at": None, "retires_at": None,
+    }
+    if context:
+        info["max_input_tokens"] = info["max_tokens"] = context
+    return info
+
+
+def _anthropic_page(request: Request, ids: list[str], created: int,
+                    context: int | None) -> dict[str, Any]:
+    query = request.query_params
+    raw = query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("'limit' must be an integer from 1 to 1000.", param="limit")
+    after, before = query.get("after_id"), query.get("before_id")
+    if after is not None and before is not None:
+        raise InvalidRequest("Give 'after_id' or 'before_id', not both.", param="before_id")
+    start, stop = 0, len(ids)
+    for name, cursor in (("after_id", after), ("before_id", before)):
+        if cursor is not None and cursor not in ids:
+            raise InvalidRequest(f"'{name}' names no model of this server.", param=name)
+    if after is not None:
+        start = ids.index(after) + 1
+    if before is not None:
+        stop = ids.index(before)
+        start = max(0, stop - int(raw))
+    chosen = ids[start:stop][:int(raw)]
+    data = [anthropic_model(i, created, context) for i in chosen]
+    more = start + len(chosen) < len(ids) if before is None else start > 0
+    return {"data": data, "has_more": more, "first_id": chosen[0] if chosen else None,
+            "last_id": chosen[-1] if chosen else None}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anthropic
+import httpx
 import pytest
 import uvicorn
 
@@ -117,8 +118,41 @@ def test_errors_are_the_sdk_exceptions(v13, tokenizer_dirs):
         wrong = anthropic.Anthropic(base_url=url, api_key="sk-other", max_retries=0)
         with pytest.raises(anthropic.AuthenticationError) as denied:
             wrong.messages.create(model=MODEL, max_tokens=8, messages=QUESTION)
+        with pytest.raises(anthropic.AuthenticationError) as models_denied:
+            wrong.models.list()  # /v1/models answers an Anthropic client in its envelope
         right = anthropic.Anthropic(base_url=url, api_key="sk-local", max_retries=0)
         assert right.messages.create(model=MODEL, max_tokens=8, messages=QUESTION).content[0].text
         bearer = anthropic.Anthropic(base_url=url, auth_token="sk-local", max_retries=0)
         assert bearer.messages.count_tokens(model=MODEL, messages=QUESTION).input_tokens > 0
     assert denied.value.status_code == 401 and denied.value.type == "authentication_error"
+    assert models_denied.value.type == "authentication_error"
+
+
+def test_models_api_for_anthropic_clients(tokenizer_dirs):
+    """The SDK's ``models.list`` / ``retrieve`` get Anthropic's Models API on /v1/models (its
+    clients send anthropic-version); OpenAI's clients still get OpenAI's list there."""
+    s = Script(tokenizer_dirs, "v3-spm")
+    with sdk_server(s, aliases=["mistral-small", "mistral-small-latest"]) as (url, _):
+        sdk = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        everything = list(sdk.models.list())
+        first = sdk.models.list(limit=2)
+        second = sdk.models.list(limit=2, after_id=first.last_id)
+        before = sdk.models.list(before_id="mistral-small-latest")
+        one = sdk.models.retrieve("mistral-small")
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            sdk.models.retrieve("claude-unknown")
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            sdk.models.list(limit=0)
+        openai_style = httpx.get(f"{url}/v1/models").json()
+    ids = [MODEL, "mistral-small", "mistral-small-latest"]
+    assert [m.id for m in everything] == ids
+    assert all(m.type == "model" and m.display_name == m.id and m.lifecycle == "active"
+               and m.max_input_tokens == m.max_tokens == 4096 and m.created_at.year >= 2026
+               for m in everything)  # the engine's context
+    assert [m.id for m in first.data] == ids[:2] and first.has_more
+    assert [m.id for m in second.data] == ids[2:] and not second.has_more
+    assert [m.id for m in before.data] == ids[:2] and not before.has_more
+    assert one.id == "mistral-small" and one.type == "model"
+    assert missing.value.type == "not_found_error"
+    assert bad.value.type == "invalid_request_error" and bad.value.api_message.startswith("limit: ")
+    assert openai_style["object"] == "list" and [m["id"] for m in openai_style["data"]] == ids
