@@ -97,7 +97,9 @@ def _anthropic_page(request: Request, ids: list[str], created: int,
                     context: int | None) -> dict[str, Any]:
     query = request.query_params
     raw = query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    # ASCII digits, few of them: int() refuses "²" (a digit to isdigit) and 5000-digit strings
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+    if not 1 <= limit <= 1000:
         raise InvalidRequest("'limit' must be an integer from 1 to 1000.", param="limit")
     after, before = query.get("after_id"), query.get("before_id")
     if after is not None and before is not None:
@@ -110,8 +112,8 @@ def _anthropic_page(request: Request, ids: list[str], created: int,
         start = ids.index(after) + 1
     if before is not None:
         stop = ids.index(before)
-        start = max(0, stop - int(raw))
-    chosen = ids[start:stop][:int(raw)]
+        start = max(0, stop - limit)
+    chosen = ids[start:stop][:limit]
     data = [anthropic_model(i, created, context) for i in chosen]
     more = start + len(chosen) < len(ids) if before is None else start > 0
     return {"data": data, "has_more": more, "first_id": chosen[0] if chosen else None,

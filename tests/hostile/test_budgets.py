@@ -245,3 +245,32 @@ def test_messages_api_budgets_in_anthropics_envelope(app, body, says):
     assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
     assert says in err["error"]["message"]
     assert app.fake.requests == []
+
+
+
+# -- integers past 64 bits (the JSON parser reads them as floats) --------------------------------
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"messages": USER, "top_k": 10**30}, "top_k"),
+    ("/v1/chat/completions", {"messages": USER, "thinking_token_budget": 10**30},
+     "thinking_token_budget"),
+    ("/v1/completions", {"prompt": "hi", "top_k": 10**30}, "top_k"),
+])
+def test_integers_past_64_bits_are_a_400(app, path, body, param):
+    refused(app, app.post(path, json={"model": MODEL, **body}), param, "*")
+
+
+def test_messages_integers_past_64_bits_are_a_400(app):
+    r = app.post("/v1/messages", json={"model": MODEL, "max_tokens": 8, "messages": USER,
+                                       "top_k": 10**30})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith("top_k")
+    assert app.fake.requests == []
+
+
+@pytest.mark.parametrize("limit", ["²", "9" * 5000, "0", "1001", "-1", "x"])
+def test_anthropic_model_pages_refuse_a_bad_limit(app, limit):
+    r = app.get("/v1/models", params={"limit": limit}, headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith("limit: ")
+    assert app.get("/v1/models", params={"after_id": "x" * 10_000},
+                   headers={"anthropic-version": "2023-06-01"}).status_code == 400
