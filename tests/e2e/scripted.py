@@ -30,6 +30,7 @@ EOS = 2
 HOLD_AT = 8  # output tokens a held request produces first (its stream is visibly running)
 HOLD_LIMIT = 120.0
 _arrived: dict[str, set[int]] = {}  # hold file -> requests that reached HOLD_AT
+_deadlines: dict[str, float] = {}  # hold file -> when the hold ends whatever the file does
 _ids = itertools.count()
 
 
@@ -65,7 +66,7 @@ def _hold(path: str, hold_for: int, me: int) -> None:
     arrived.add(me)
     if len(arrived) < hold_for:
         return  # the others are not running yet: blocking now would keep them out of the engine
-    deadline = time.monotonic() + HOLD_LIMIT
+    deadline = _deadlines.setdefault(path, time.monotonic() + HOLD_LIMIT)  # per hold, not per step
     while os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
 
