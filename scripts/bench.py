@@ -24,8 +24,9 @@
 
     # several API processes over one engine core: ours with --api-processes N, then vLLM's
     # `vllm serve --api-server-count N`, one server at a time; writes the "Several API
-    # processes" table of docs/performance.md
-    .venv/bin/python scripts/bench.py processes --api-processes 1 2
+    # processes" table of docs/performance.md; --pin puts the engine core on every CPU but the
+    # last and the frontend (API processes, load generator) on the last, as on a GPU node
+    .venv/bin/python scripts/bench.py processes --api-processes 1 2 [--pin]
 
 The load generator is raw asyncio (uvloop when installed) over HTTP/1.1 keep-alive connections,
 no client library, in a process of its own so it takes as little as possible of the CPU it
@@ -60,7 +61,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
@@ -70,6 +71,7 @@ PROMPT = "Explain Mistral models in three short bullet points."
 # the text-completion load: about as many prompt tokens as the chat request renders to
 COMPLETION_PROMPT = "Question: explain Mistral models in three short bullet points.\nAnswer:"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_CPUS = sorted(os.sched_getaffinity(0))
 RESULTS = ROOT / ".cache" / "bench-compare.json"
 
 
@@ -113,6 +115,12 @@ class Result:
             return None
         ours = sum(v for v in (self.api_cpu, self.engine_cpu, self.client_cpu) if v is not None)
         return max(0.0, self.machine_cpu - ours)
+
+
+def saved_result(data: dict[str, Any]) -> Result:
+    """A Result from saved JSON; fields a later version of this script dropped are ignored."""
+    names = {f.name for f in fields(Result)}
+    return Result(**{k: v for k, v in data.items() if k in names})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -160,6 +168,46 @@ def server_cpu(pid: int) -> tuple[float, float, dict[int, float]]:
         else:
             api[proc.pid] = cpu
     return sum(api.values()), engine_cpu, api
+
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (threads started later inherit it from their creator)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass  # the thread has ended
+
+
+def pin_frontend(pid: int) -> tuple[set[int], set[int]]:
+    """Give the frontend a core the engine does not use, as on a GPU node with spare cores: the
+    engine core process of the server launched as ``pid`` (and its workers) on every CPU but
+    the last, the API processes, the supervising parent and the load generator's process on the
+    last. Returns (engine CPUs, frontend CPUs)."""
+    import psutil
+
+    cpus = ALL_CPUS
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    engine_cpus, frontend_cpus = set(cpus[:-1]), {cpus[-1]}
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    engine: set[int] = set()
+    for proc in procs:
+        try:
+            if "EngineCore" in " ".join(proc.cmdline()):
+                engine |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.Error:
+            pass
+    # this process's children: the server's tree and the load generator; not this process, or
+    # the next server it starts would inherit the frontend's CPU
+    for proc in {*procs, *psutil.Process().children(recursive=True)}:
+        _set_affinity(proc.pid, engine_cpus if proc.pid in engine else frontend_cpus)
+    return engine_cpus, frontend_cpus
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -781,7 +829,7 @@ def apis(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     if args.report_only:
         saved = json.loads(RESULTS.read_text())
-        results = {label: [Result(**r) for r in rs] for label, rs in saved["results"].items()}
+        results = {label: [saved_result(r) for r in rs] for label, rs in saved["results"].items()}
         write_report(results, argparse.Namespace(**{**vars(args), **saved["args"], "date": saved["date"]}))
         return
     sys.path.insert(0, str(ROOT))
@@ -837,6 +885,8 @@ def processes(args: argparse.Namespace) -> None:
                     results[label] = []
                     try:
                         wait_ready(f"http://127.0.0.1:{port}", proc)
+                        if args.pin:
+                            pin_frontend(proc.pid)
                         client.measure(f"http://127.0.0.1:{port}/v1", "tiny", 4, 3, args.max_tokens)
                         for c in args.concurrency:
                             previous = results[label][-1] if results[label] else None
@@ -849,11 +899,11 @@ def processes(args: argparse.Namespace) -> None:
                         stop(proc)
                     PROCESSES.write_text(json.dumps({  # after each server: a crash keeps the rest
                         "date": time.strftime("%Y-%m-%d"), "duration": args.duration,
-                        "max_tokens": args.max_tokens,
+                        "max_tokens": args.max_tokens, "pin": args.pin,
                         "rounds": [{k: [asdict(r) for r in rs] for k, rs in one.items()}
                                    for one in rounds]}))
     saved = json.loads(PROCESSES.read_text())
-    rounds = [{k: [Result(**r) for r in rs] for k, rs in one.items()} for one in saved["rounds"]]
+    rounds = [{k: [saved_result(r) for r in rs] for k, rs in one.items()} for one in saved["rounds"]]
     write_processes_report(rounds, saved)
 
 
@@ -867,8 +917,13 @@ def _median(values: list[float]) -> float:
 
 def write_processes_report(rounds: list[dict[str, list[Result]]], saved: dict[str, Any]) -> None:
     labels = list(dict.fromkeys(label for one in rounds for label in sorted(one)))
-    lines = [f"`.venv/bin/python scripts/bench.py processes --rounds {len(rounds)}` on "
-             f"{saved['date']} (2 cores; one server at a time; {saved['duration']:g} s measured per "
+    pin = saved.get("pin", False)
+    cores = f"{len(ALL_CPUS)} CPUs"
+    where = (f"{cores}: the engine core on all but the last, the API processes and the load "
+             "generator on the last" if pin else f"{cores}, nothing pinned")
+    lines = [f"`.venv/bin/python scripts/bench.py processes --rounds {len(rounds)}"
+             f"{' --pin' if pin else ''}` on "
+             f"{saved['date']} ({where}; one server at a time; {saved['duration']:g} s measured per "
              f"point; {saved['max_tokens']}-token streams with usage; same engine settings as "
              f"`docs/benchmarks.md`). Each cell is the median of the {len(rounds)} rounds; CPU per "
              "token also shows the rounds' range:", "",
@@ -1156,6 +1211,9 @@ def main() -> None:
     procs.add_argument("--servers", nargs="+", choices=["ours", "vllm"], default=["ours", "vllm"])
     procs.add_argument("--max-num-seqs", type=int, default=256)
     procs.add_argument("--rounds", type=int, default=3, help="times the whole sequence is run")
+    procs.add_argument("--pin", action="store_true",
+                       help="the engine core on every CPU but the last, the API processes and the "
+                            "load generator on the last: the frontend measured on a core of its own")
     procs.add_argument("--report-only", action="store_true",
                        help=f"rewrite the docs/performance.md table from {PROCESSES.relative_to(ROOT)}")
     for p in (run, cmp, both, procs):
