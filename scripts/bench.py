@@ -138,17 +138,13 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of the whole line
 
 
-def server_cpu(pid: int) -> tuple[float, float, dict[int, float]]:
-    """(API CPU s, engine CPU s, CPU s per API-side process) of the server launched as ``pid``:
-    the engine core is the process whose command line (vLLM's process title) names EngineCore,
-    with its children; everything else in the tree is the API side."""
+def server_tree(pid: int) -> tuple[list[Any], set[int]]:
+    """The processes of the server launched as ``pid`` (psutil), and the PIDs of its engine core:
+    the process whose command line (vLLM's process title) names EngineCore, with its children."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return float("nan"), float("nan"), {}
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
     engine: set[int] = set()
     for proc in procs:
         try:
@@ -156,6 +152,18 @@ def server_cpu(pid: int) -> tuple[float, float, dict[int, float]]:
                 engine |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
         except psutil.Error:
             pass
+    return procs, engine
+
+
+def server_cpu(pid: int) -> tuple[float, float, dict[int, float]]:
+    """(API CPU s, engine CPU s, CPU s per API-side process) of the server launched as ``pid``:
+    everything in its tree but the engine core (``server_tree``) is the API side."""
+    import psutil
+
+    try:
+        procs, engine = server_tree(pid)
+    except psutil.Error:
+        return float("nan"), float("nan"), {}
     api: dict[int, float] = {}
     engine_cpu = 0.0
     for proc in procs:
@@ -194,15 +202,7 @@ def pin_frontend(pid: int) -> tuple[set[int], set[int]]:
     if len(cpus) < 2:
         raise SystemExit("--pin needs at least 2 CPUs")
     engine_cpus, frontend_cpus = set(cpus[:-1]), {cpus[-1]}
-    root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    engine: set[int] = set()
-    for proc in procs:
-        try:
-            if "EngineCore" in " ".join(proc.cmdline()):
-                engine |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
-        except psutil.Error:
-            pass
+    procs, engine = server_tree(pid)
     # this process's children: the server's tree and the load generator; not this process, or
     # the next server it starts would inherit the frontend's CPU
     for proc in {*procs, *psutil.Process().children(recursive=True)}:
